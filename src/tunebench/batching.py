@@ -1,0 +1,141 @@
+"""Prompt formatting, tokenization with exact label masks, padding and length-grouped batches.
+
+Training and generation format prompts through the same `Formatter`, so the model is asked at
+test time exactly what it was taught. Labels are built from token boundaries: prompt tokens
+and completion tokens are tokenized separately and concatenated, so the mask never depends on
+finding a response string inside the text.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from .errors import UserError
+
+IGNORE = -100
+# Base (non-chat) decoder models see "prompt\n\ncompletion<eos>".
+PLAIN_SEPARATOR = "\n\n"
+
+
+@dataclass
+class Formatter:
+    tokenizer: object
+    seq2seq: bool
+    use_chat: bool
+
+    @classmethod
+    def for_model(cls, tokenizer, seq2seq: bool, chat_template: str = "auto") -> "Formatter":
+        has_chat = bool(getattr(tokenizer, "chat_template", None))
+        if chat_template == "on" and not has_chat:
+            raise UserError("chat_template: on, but this tokenizer has no chat template")
+        use_chat = (not seq2seq) and has_chat and chat_template != "off"
+        return cls(tokenizer, seq2seq, use_chat)
+
+    @property
+    def eos_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    def prompt_text(self, prompt: str) -> str:
+        if self.use_chat:
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+        return prompt if self.seq2seq else prompt + PLAIN_SEPARATOR
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        text = self.prompt_text(prompt)
+        # A rendered chat template already holds its special tokens (BOS among them): adding
+        # them again gives a double BOS that the model never saw in pre-training.
+        return self.tokenizer(text, add_special_tokens=not self.use_chat).input_ids
+
+    def completion_ids(self, completion: str) -> list[int]:
+        if self.seq2seq:
+            ids = self.tokenizer(text_target=completion).input_ids
+        else:
+            ids = self.tokenizer(completion, add_special_tokens=False).input_ids
+        # The completion must end in EOS, and EOS must stay in the labels even when pad == EOS,
+        # or the tuned model never learns to stop.
+        if not ids or ids[-1] != self.eos_id:
+            ids = ids + [self.eos_id]
+        return ids
+
+    def encode(self, example: dict, max_length: int) -> dict | None:
+        """input_ids/labels for one example; None when it is over-long."""
+        p = self.prompt_ids(example["prompt"])
+        c = self.completion_ids(example["completion"])
+        if len(c) <= 1 and example["completion"].strip() == "":
+            raise UserError(f"example '{example['id']}': no target tokens (empty completion)")
+        if self.seq2seq:
+            if len(p) > max_length or len(c) > max_length:
+                return None
+            return {"input_ids": p, "labels": c}
+        if len(p) + len(c) > max_length:
+            return None
+        return {"input_ids": p + c, "labels": [IGNORE] * len(p) + c}
+
+
+def encode_all(fmt: Formatter, examples: list[dict], max_length: int, overlong: str, what: str) -> tuple[list[dict], int]:
+    """Encoded examples and the number skipped as over-long (an error if overlong == 'error')."""
+    out, skipped = [], 0
+    for ex in examples:
+        enc = fmt.encode(ex, max_length)
+        if enc is None:
+            if overlong == "error":
+                n = len(fmt.prompt_ids(ex["prompt"])) + len(fmt.completion_ids(ex["completion"]))
+                raise UserError(f"{what}: example '{ex['id']}' has {n} tokens, over max_length {max_length} "
+                                "(raise max_length, or set overlong: skip)")
+            skipped += 1
+            continue
+        out.append(enc)
+    if not out:
+        raise UserError(f"{what}: every example is longer than max_length {max_length}")
+    return out, skipped
+
+
+def collate(encoded: list[dict], pad_id: int, seq2seq: bool) -> dict[str, torch.Tensor]:
+    """Right padding for training: labels padded with IGNORE so padding never carries loss."""
+    n = max(len(e["input_ids"]) for e in encoded)
+    ids = torch.full((len(encoded), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), n), dtype=torch.long)
+    if seq2seq:
+        m = max(len(e["labels"]) for e in encoded)
+        labels = torch.full((len(encoded), m), IGNORE, dtype=torch.long)
+    else:
+        labels = torch.full((len(encoded), n), IGNORE, dtype=torch.long)
+    for i, e in enumerate(encoded):
+        ids[i, : len(e["input_ids"])] = torch.tensor(e["input_ids"])
+        mask[i, : len(e["input_ids"])] = 1
+        labels[i, : len(e["labels"])] = torch.tensor(e["labels"])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def target_tokens(batch: dict[str, torch.Tensor], seq2seq: bool) -> int:
+    labels = batch["labels"] if seq2seq else batch["labels"][:, 1:]
+    return int((labels != IGNORE).sum())
+
+
+def train_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+    """One epoch's batches of example indices, deterministic in (seed, epoch).
+
+    Length grouping sorts within mega-batches of 50 batches and then shuffles the batches:
+    padding drops to a few percent while the order stays random at the batch level.
+    """
+    rng = random.Random(seed * 100_003 + epoch)
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    if group_by_length:
+        mega = batch_size * 50
+        idx = [i for k in range(0, len(idx), mega)
+               for i in sorted(idx[k:k + mega], key=lambda j: -lengths[j])]
+    batches = [idx[k:k + batch_size] for k in range(0, len(idx), batch_size)]
+    if group_by_length:
+        rng.shuffle(batches)
+    return batches
+
+
+def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Batches for inference: longest first, so a memory problem shows in the first batch."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]

@@ -1,0 +1,136 @@
+"""`tunebench`: a thin CLI over the pipeline. Each stage's flags come from its config model.
+
+A user's mistake (UserError) prints one line to stderr and exits 2; anything else is a bug in
+tunebench and keeps its traceback (exit 1).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .config import (CompareConfig, DataConfig, GenerateConfig, ModelConfig, TrainConfig, add_flags, from_flags,
+                     load_recipe)
+from .errors import UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="tunebench", description="Instruction fine-tuning with numbers that show what it did.")
+    p.add_argument("--version", action="version", version=f"tunebench {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a recipe: prepare, evaluate base, train, evaluate tuned, compare")
+    r.add_argument("recipe", help="recipe YAML file")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set train.lr=1e-4 (repeatable)")
+    r.add_argument("--fresh", action="store_true", help="redo stages that are already complete")
+
+    pr = sub.add_parser("prepare", help="records -> train/validation/test prompt-completion JSONL")
+    pr.add_argument("--out", required=True, help="directory for train.jsonl, validation.jsonl, test.jsonl")
+    add_flags(pr, DataConfig)
+
+    t = sub.add_parser("train", help="fine-tune (LoRA or full) on a prepared data directory")
+    t.add_argument("--data", required=True, help="directory written by `tunebench prepare`")
+    t.add_argument("--out", required=True, help="training run directory")
+    t.add_argument("--resume", action="store_true", help="continue from the last good checkpoint in --out")
+    add_flags(t, ModelConfig)
+    add_flags(t, TrainConfig)
+
+    for name, help_ in (("generate", "generate completions for a prepared split (predictions.jsonl)"),
+                        ("evaluate", "generate and score: predictions.jsonl and metrics.json")):
+        g = sub.add_parser(name, help=help_)
+        g.add_argument("--data", required=True, help="directory written by `tunebench prepare`")
+        g.add_argument("--out", required=True, help="evaluation run directory")
+        add_flags(g, ModelConfig)
+        add_flags(g, GenerateConfig)
+
+    c = sub.add_parser("compare", help="base vs tuned evaluation runs: metric table and examples")
+    c.add_argument("base_run")
+    c.add_argument("tuned_run")
+    c.add_argument("--out", help="where compare.md / compare.json go (default: the tuned run's parent)")
+    add_flags(c, CompareConfig)
+
+    tp = sub.add_parser("templates", help="the prompt-template library")
+    tsub = tp.add_subparsers(dest="templates_command", required=True, metavar="ACTION")
+    tl = tsub.add_parser("list", help="every task and its templates")
+    tl.add_argument("--task", help="only this task (a name or a task YAML file)")
+    ts = tsub.add_parser("show", help="one template, rendered on an example record")
+    ts.add_argument("name", help="TEMPLATE or TASK/TEMPLATE")
+
+    m = sub.add_parser("models", help="registered model names")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args) or 0
+    except UserError as e:
+        print(f"tunebench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tunebench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int | None:
+    from . import pipeline
+
+    if args.command == "run":
+        recipe = load_recipe(args.recipe, args.overrides)
+        pipeline.run_recipe(recipe, fresh=args.fresh)
+    elif args.command == "prepare":
+        s = pipeline.prepare_stage(from_flags(DataConfig, args), args.out)
+        print(f"{args.out}: {s['counts']} from {s['source']}")
+    elif args.command == "train":
+        s = pipeline.train_stage(from_flags(ModelConfig, args), from_flags(TrainConfig, args), args.data, args.out, args.resume)
+        print(f"{args.out}: {s['steps']} steps, final loss {s['final_loss']}, validation loss {s['final_val_loss']}")
+    elif args.command == "generate":
+        r = pipeline.generate_stage(from_flags(ModelConfig, args), from_flags(GenerateConfig, args), args.data, args.out)
+        print(f"{args.out}/predictions.jsonl: {len(r['predictions'])} predictions")
+    elif args.command == "evaluate":
+        m = pipeline.evaluate_stage(from_flags(ModelConfig, args), from_flags(GenerateConfig, args), args.data, args.out)
+        print(" ".join(f"{k}={m[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")) + f" n={m['n']}")
+    elif args.command == "compare":
+        from pathlib import Path
+
+        from . import compare
+
+        cfg = from_flags(CompareConfig, args)
+        c = compare.compare(args.base_run, args.tuned_run, cfg.examples)
+        md, js = compare.write(c, args.out or Path(args.tuned_run).resolve().parent)
+        compare.print_table(c)
+        print(f"written: {md}, {js}")
+    elif args.command == "templates":
+        _templates(args)
+    elif args.command == "models":
+        from .models import REGISTRY
+
+        for name in REGISTRY:
+            print(name)
+    return 0
+
+
+def _templates(args) -> None:
+    from .templates import builtin_tasks, find_template, get_task
+
+    if args.templates_command == "list":
+        tasks = [get_task(args.task)] if args.task else list(builtin_tasks().values())
+        for task in tasks:
+            print(f"{task.name}: {task.description} (inputs: {', '.join(task.inputs)})")
+            for t in task.templates:
+                first = t.prompt.replace("\n", " ")
+                print(f"  {t.name:<24} {first[:70]}{'...' if len(first) > 70 else ''}")
+    else:
+        t = find_template(args.name)
+        task = get_task(t.task)
+        example = {v: f"<{v}>" for v in task.variables}
+        print(f"# {task.name}/{t.name}\n--- template ---\n{t.prompt}\n--- rendered ---\n{t.render(example)}\n"
+              f"--- target ---\n{task.render_target(example)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""The recipe: one validated YAML file whose sections mirror the CLI's flags.
+
+Every stage's flags are generated from the same pydantic models (`add_flags` / `from_flags`),
+so a recipe key and its flag can never drift apart: `train.lora_r` is `--lora-r`.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import UserError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelConfig(Section):
+    """Which model, and how to load it."""
+
+    model: str = Field("smollm2-135m-instruct", description="registered name, local directory, training run or Hub id")
+    chat_template: Literal["auto", "on", "off"] = Field(
+        "auto", description="wrap prompts in the tokenizer's chat template (auto: when it has one)"
+    )
+    trust_remote_code: bool = Field(False, description="allow a Hub model's own Python code to run")
+
+
+class DataConfig(Section):
+    """Where records come from and how they become prompts (the `prepare` stage)."""
+
+    dataset: str = Field("dialogsum", description="'dialogsum' or a path to a JSONL/CSV/Parquet file or a directory")
+    path: Optional[str] = Field(None, description="directory of the named dataset (default: ../shared/data/<dataset>)")
+    task: str = Field("dialogsum", description="template set in the library (tunebench templates list)")
+    fields: dict[str, str] = Field(default_factory=dict, description="template variable -> column name in your data")
+    id_field: Optional[str] = Field(None, description="column holding a record id (default: file:line)")
+    templates: Union[Literal["all"], list[str]] = Field("all", description="training templates: 'all' or a list of names")
+    template_choice: Literal["random", "fixed"] = Field(
+        "random", description="random: a seeded template per training example; fixed: the first one for all"
+    )
+    eval_template: Optional[str] = Field(None, description="template for validation and test (default: the first one)")
+    validation_fraction: float = Field(0.1, ge=0, lt=1, description="used only when the data has no official split")
+    test_fraction: float = Field(0.1, ge=0, lt=1, description="used only when the data has no official split")
+    train_limit: Optional[int] = Field(None, gt=0, description="seeded random subset of the training split")
+    validation_limit: Optional[int] = Field(None, gt=0, description="first N of the (shuffled) validation split")
+    test_limit: Optional[int] = Field(None, gt=0, description="first N of the test split, in file order")
+    seed: int = Field(0, description="split, subset and template-choice seed")
+
+
+class TrainConfig(Section):
+    """Fine-tuning hyperparameters (the `train` stage)."""
+
+    method: Literal["lora", "full"] = "lora"
+    epochs: int = Field(1, gt=0)
+    max_steps: Optional[int] = Field(None, gt=0, description="stop after this many optimizer steps")
+    batch_size: int = Field(8, gt=0, description="examples per micro-batch and process")
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    lr: float = Field(3e-4, gt=0)
+    schedule: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int = Field(512, gt=8, description="prompt + completion tokens")
+    overlong: Literal["skip", "error"] = Field(
+        "skip", description="over-long training examples: skip them (counted, reported) or stop with an error"
+    )
+    lora_r: int = Field(16, gt=0)
+    lora_alpha: float = Field(32, gt=0)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_targets: str = Field("all-linear", description="'all-linear' or comma-separated module names")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast where the hardware has it")
+    group_by_length: bool = Field(True, description="batch similar lengths together: less padding, same loss")
+    eval_every: Optional[int] = Field(None, gt=0, description="validation loss every N steps (always at epoch end)")
+    save_every: int = Field(50, gt=0, description="checkpoint every N optimizer steps")
+    keep_checkpoints: int = Field(2, gt=0)
+    merge: bool = Field(True, description="also save the LoRA merged into the base, loadable by plain transformers")
+    seed: int = 0
+
+
+class GenerateConfig(Section):
+    """Generation and scoring (the `generate` / `evaluate` stages)."""
+
+    split: Literal["train", "validation", "test"] = "test"
+    limit: Optional[int] = Field(None, gt=0, description="first N examples of the split")
+    batch_size: int = Field(16, gt=0)
+    max_new_tokens: int = Field(96, gt=0)
+    num_beams: int = Field(1, gt=0, description="1 = greedy")
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+
+class CompareConfig(Section):
+    examples: int = Field(3, ge=0, description="side-by-side examples in the compare table")
+
+
+class Recipe(Section):
+    name: str = "run"
+    out: str = Field("runs/run", description="run directory; every stage writes below it")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: GenerateConfig = Field(default_factory=GenerateConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
+
+
+# ---------------------------------------------------------------------------- loading
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: recipe file not found") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+        node = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a recipe is a mapping of sections (model, data, train, evaluate, ...)")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"override '{item}': expected key=value, e.g. train.lr=1e-4")
+        _set_path(raw, key.strip().split("."), yaml.safe_load(value))
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(_describe(e, path, node, Recipe)) from None
+
+
+def _set_path(d: dict, keys: list[str], value: Any) -> None:
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise UserError(f"override '{'.'.join(keys)}': '{k}' is not a section")
+    d[keys[-1]] = value
+
+
+def _line_of(node, loc) -> Optional[int]:
+    """Walk the YAML node tree along a pydantic error location to report the line."""
+    line = None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == key:
+                    line, node = k.start_mark.line + 1, v
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _describe(e: ValidationError, path, node, model: type[BaseModel]) -> str:
+    err = e.errors()[0]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("literal[", "list[")))]
+    key = ".".join(str(p) for p in loc)
+    line = _line_of(node, loc) if node is not None else None
+    where = f"{path}:{line}" if line else f"{path}"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        known = _known_keys(model, loc[:-1])
+        hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        msg = f"unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(sorted(known))})")
+    more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    return f"{where}: {key}: {msg}{more}"
+
+
+def _known_keys(model: type[BaseModel], loc) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+# ---------------------------------------------------------------------------- CLI flags
+
+def _flag_type(annotation):
+    """(argparse type, choices, is_bool) for a field annotation."""
+    origin = get_origin(annotation)
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if origin is Union and len(args) == 1:
+        return _flag_type(args[0])
+    if origin is Literal:
+        return str, list(get_args(annotation)), False
+    if annotation is bool:
+        return None, None, True
+    if annotation in (int, float, str):
+        return annotation, None, False
+    return str, None, False  # lists, dicts, unions: parsed as YAML
+
+
+def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], skip: tuple[str, ...] = ()) -> None:
+    group = parser.add_argument_group(model.__name__.replace("Config", "").lower() + " options")
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        typ, choices, is_bool = _flag_type(field.annotation)
+        help_ = (field.description or "") + (f" [default: {field.default}]" if field.default is not None else "")
+        if is_bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        else:
+            complex_ = typ is str and choices is None and field.annotation is not str and get_args(field.annotation) != (str, type(None))
+            group.add_argument(flag, dest=name, default=None, choices=choices, help=help_,
+                               type=(yaml.safe_load if complex_ else typ))
+
+
+def from_flags(model: type[Section], args: argparse.Namespace, base: Optional[Section] = None, what: str = "flags"):
+    values = base.model_dump() if base is not None else {}
+    for name in model.model_fields:
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    try:
+        return model.model_validate(values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        raise UserError(f"--{name.replace('_', '-')}: {err['msg']}") from None

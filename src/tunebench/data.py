@@ -1,0 +1,319 @@
+"""Records in, prompt/completion examples out: loading, validation, splits, templating.
+
+A *record* is a row of the user's data (a dict of strings) plus where it came from.
+An *example* is what every later stage reads: id, prompt (the rendered instruction, before any
+chat template), completion, references (one or more human targets) and the template used.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import DataConfig
+from .errors import UserError
+from .templates import Task, get_task
+
+SPLITS = ("train", "validation", "test")
+_SPLIT_ALIASES = {"train": "train", "dev": "validation", "val": "validation", "valid": "validation",
+                  "validation": "validation", "test": "test"}
+_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+@dataclass
+class Record:
+    fields: dict
+    source: str  # "file:line" for error messages and provenance
+
+
+# ---------------------------------------------------------------------------- reading files
+
+def read_records(path: Path | str) -> list[Record]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return _read_jsonl(path)
+    if suffix in (".csv", ".tsv"):
+        return _read_csv(path, "\t" if suffix == ".tsv" else ",")
+    if suffix == ".parquet":
+        return _read_parquet(path)
+    raise UserError(f"{path}: unsupported file type '{suffix}' (use .jsonl, .csv, .tsv or .parquet)")
+
+
+def _open_text(path: Path):
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#x})") from None
+    if not text.strip():
+        raise UserError(f"{path}: file is empty")
+    return text
+
+
+def _read_jsonl(path: Path) -> list[Record]:
+    text = _open_text(path)
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        return [_as_record(r, f"{path}:[{i}]") for i, r in enumerate(rows)]
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+        out.append(_as_record(row, f"{path}:{i}"))
+    return out
+
+
+def _as_record(row, source: str) -> Record:
+    if not isinstance(row, dict):
+        raise UserError(f"{source}: a record must be a JSON object, got {type(row).__name__}")
+    return Record(row, source)
+
+
+def _read_csv(path: Path, delimiter: str) -> list[Record]:
+    text = _open_text(path)
+    reader = csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter)
+    out = []
+    try:
+        for row in reader:
+            # the line where this row ends; rows can span lines inside quotes
+            out.append(Record({k: v for k, v in row.items() if k is not None}, f"{path}:{reader.line_num}"))
+    except csv.Error as e:
+        raise UserError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+    return out
+
+
+def _read_parquet(path: Path) -> list[Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as e:  # pyarrow raises many types for a broken file
+        raise UserError(f"{path}: not a readable Parquet file ({e})") from None
+    return [Record(r, f"{path}:row {i}") for i, r in enumerate(rows, 1)]
+
+
+# ---------------------------------------------------------------------------- datasets
+
+def default_data_root() -> Path:
+    """`$TUNEBENCH_DATA` or ../shared/data beside the working directory."""
+    env = os.environ.get("TUNEBENCH_DATA")
+    return Path(env) if env else Path("..") / "shared" / "data"
+
+
+def find_split_files(directory: Path) -> dict[str, Path]:
+    """Map official split names to files in a directory laid out like ../shared/data/dialogsum."""
+    found: dict[str, Path] = {}
+    for f in sorted(directory.iterdir()):
+        if f.suffix.lower() not in _SUFFIXES:
+            continue
+        for part in reversed(f.stem.replace("-", ".").replace("_", ".").split(".")):
+            split = _SPLIT_ALIASES.get(part.lower())
+            if split:
+                if split in found:
+                    raise UserError(f"{directory}: two files for split '{split}': {found[split].name}, {f.name}")
+                found[split] = f
+                break
+    if "train" not in found and "test" not in found:
+        raise UserError(f"{directory}: no train/dev/test files found (expected names like train.jsonl or x.dev.jsonl)")
+    return found
+
+
+def load_splits(cfg: DataConfig) -> tuple[dict[str, list[Record]], str]:
+    """Records per official split (missing splits are absent) and a description of the source."""
+    if cfg.path:
+        where = Path(cfg.path)
+    elif cfg.dataset == "dialogsum":
+        where = default_data_root() / "dialogsum"
+    else:
+        where = Path(cfg.dataset)
+    if where.is_dir():
+        files = find_split_files(where)
+        return {s: read_records(p) for s, p in files.items()}, str(where)
+    if where.is_file():
+        return {"all": read_records(where)}, str(where)
+    if cfg.dataset == "dialogsum" and not cfg.path:
+        return _hub_dialogsum(where)
+    raise UserError(f"{where}: no such file or directory")
+
+
+def _hub_dialogsum(missing: Path):
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise UserError(f"{missing}: DialogSum directory not found and HF_HUB_OFFLINE=1 (set data.path)")
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset("knkarthick/dialogsum")
+    except Exception as e:
+        raise UserError(f"{missing}: not found, and the Hub copy of DialogSum could not be loaded ({e})") from None
+    names = {"train": "train", "validation": "validation", "test": "test"}
+    return ({s: [Record(dict(r), f"hub:knkarthick/dialogsum/{h}:{i}") for i, r in enumerate(ds[h], 1)]
+             for s, h in names.items() if h in ds}, "hub:knkarthick/dialogsum")
+
+
+# ---------------------------------------------------------------------------- validation
+
+def normalise(rec: Record, task: Task, cfg: DataConfig, need_target: bool) -> dict:
+    """Rename user columns, collect references, and check every field the templates use."""
+    f = dict(rec.fields)
+    for var, column in cfg.fields.items():
+        if column not in f:
+            raise UserError(f"{rec.source}: field '{column}' is missing (mapped to '{var}')")
+        f[var] = f[column]
+    target_var = next(iter(_target_vars(task)), None)
+    # Several references (DialogSum test: summary1..3): score against all, train on the first.
+    refs = f.get("references")
+    if refs is None and target_var:
+        numbered = [f[k] for k in sorted(f, key=_num_suffix) if k.startswith(target_var) and k[len(target_var):].isdigit()]
+        if numbered and target_var not in f:
+            f[target_var] = numbered[0]
+        refs = numbered or ([f[target_var]] if target_var in f else None)
+    for var in task.inputs:
+        _check_field(rec, f, var)
+    if need_target and target_var:
+        _check_field(rec, f, target_var)
+    if refs is not None:
+        if not isinstance(refs, list) or not all(isinstance(r, str) and r.strip() for r in refs):
+            raise UserError(f"{rec.source}: field 'references' must be a list of non-empty strings")
+    f["__references"] = refs
+    return f
+
+
+def _num_suffix(k: str):
+    digits = "".join(c for c in k if c.isdigit())
+    return (len(k), int(digits) if digits else 0)
+
+
+def _target_vars(task: Task) -> list[str]:
+    from jinja2 import meta
+
+    from .templates import _ENV
+
+    return sorted(meta.find_undeclared_variables(_ENV.parse(task.target)))
+
+
+def _check_field(rec: Record, f: dict, name: str) -> None:
+    if name not in f or f[name] is None:
+        raise UserError(f"{rec.source}: field '{name}' is missing")
+    if not isinstance(f[name], str):
+        raise UserError(f"{rec.source}: field '{name}' must be a string, got {type(f[name]).__name__}")
+    if not f[name].strip():
+        raise UserError(f"{rec.source}: field '{name}' is empty")
+
+
+# ---------------------------------------------------------------------------- prepare
+
+def split_records(splits: dict[str, list[Record]], cfg: DataConfig) -> dict[str, list[Record]]:
+    """Deterministic, disjoint splits: official ones kept, the rest carved out with the seed."""
+    rng = random.Random(cfg.seed)
+    if "all" in splits:
+        rows = list(splits["all"])
+        rng.shuffle(rows)
+        n_test = round(len(rows) * cfg.test_fraction)
+        n_val = round(len(rows) * cfg.validation_fraction)
+        out = {"test": rows[:n_test], "validation": rows[n_test:n_test + n_val], "train": rows[n_test + n_val:]}
+    else:
+        out = {s: list(v) for s, v in splits.items()}
+        if "validation" not in out and "train" in out:
+            rows = list(out["train"])
+            rng.shuffle(rows)
+            n_val = round(len(rows) * cfg.validation_fraction)
+            out["validation"], out["train"] = rows[:n_val], rows[n_val:]
+        if "validation" in out:
+            rng.shuffle(out["validation"])
+    if cfg.train_limit and "train" in out and cfg.train_limit < len(out["train"]):
+        out["train"] = random.Random(cfg.seed + 1).sample(out["train"], cfg.train_limit)
+    if cfg.validation_limit and "validation" in out:
+        out["validation"] = out["validation"][: cfg.validation_limit]
+    if cfg.test_limit and "test" in out:
+        out["test"] = out["test"][: cfg.test_limit]
+    return out
+
+
+def prepare(cfg: DataConfig) -> tuple[dict[str, list[dict]], dict]:
+    """Examples per split, and a summary (counts, templates, source) for the run manifest."""
+    task = get_task(cfg.task)
+    raw, source = load_splits(cfg)
+    splits = split_records(raw, cfg)
+    pool = list(task.templates) if cfg.templates == "all" else [task.template(n) for n in cfg.templates]
+    eval_template = task.template(cfg.eval_template) if cfg.eval_template else pool[0]
+    examples: dict[str, list[dict]] = {}
+    seen_ids: dict[str, str] = {}
+    for split in SPLITS:
+        recs = splits.get(split, [])
+        if split == "train":
+            chosen = task.choose(cfg.templates, cfg.template_choice, cfg.seed, len(recs))
+        else:
+            chosen = [eval_template] * len(recs)
+        rows = []
+        for rec, tmpl in zip(recs, chosen):
+            f = normalise(rec, task, cfg, need_target=True)
+            rid = str(f.get(cfg.id_field)) if cfg.id_field else _default_id(f, rec)
+            if cfg.id_field and cfg.id_field not in f:
+                raise UserError(f"{rec.source}: field '{cfg.id_field}' is missing (data.id_field)")
+            if rid in seen_ids:
+                raise UserError(f"{rec.source}: duplicate id '{rid}' (first at {seen_ids[rid]})")
+            seen_ids[rid] = rec.source
+            refs = f.pop("__references")
+            completion = task.render_target(f)
+            rows.append({
+                "id": rid,
+                "prompt": tmpl.render(f),
+                "completion": completion,
+                "references": refs or [completion],
+                "template": tmpl.name,
+                "source": rec.source,
+            })
+        examples[split] = rows
+    summary = {
+        "source": source,
+        "task": task.name,
+        "counts": {s: len(v) for s, v in examples.items()},
+        "templates": {s: _count(r["template"] for r in v) for s, v in examples.items()},
+    }
+    return examples, summary
+
+
+def _default_id(f: dict, rec: Record) -> str:
+    for key in ("id", "fname", "idx"):
+        if key in f and f[key] not in (None, ""):
+            return str(f[key])
+    return rec.source
+
+
+def _count(items) -> dict:
+    out: dict = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return out
+
+
+def load_prepared(directory: Path | str, split: str) -> list[dict]:
+    """Examples written by `prepare` (DIR/<split>.jsonl)."""
+    from .runs import read_jsonl
+
+    path = Path(directory) / f"{split}.jsonl"
+    if not path.is_file():
+        raise UserError(f"{path}: not found (run `tunebench prepare --out {directory}` first)")
+    rows = read_jsonl(path)
+    for i, r in enumerate(rows, 1):
+        for key in ("id", "prompt", "completion"):
+            if not isinstance(r.get(key), str):
+                raise UserError(f"{path}:{i}: field '{key}' is missing")
+    return rows

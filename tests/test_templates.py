@@ -1,0 +1,47 @@
+import pytest
+
+from tunebench.errors import UserError
+from tunebench.templates import builtin_tasks, get_task, load_task_file
+from conftest import dialogsum_rows
+
+
+def test_dialogsum_has_five_or_more_flan_templates_rendering_a_real_record():
+    task = get_task("dialogsum")
+    assert len(task.templates) >= 5
+    rec = dialogsum_rows("dev", 1)[0]
+    for t in task.templates:
+        text = t.render(rec)
+        assert rec["dialogue"] in text and "{{" not in text
+    assert task.render_target(rec) == rec["summary"]
+
+
+def test_sandbox_refuses_attribute_escapes(tmp_path):
+    f = tmp_path / "evil.yaml"
+    f.write_text("task: evil\ninputs: [x]\ntarget: '{{ y }}'\ntemplates:\n"
+                 "  - name: t\n    prompt: \"{{ x.__class__.__mro__[1].__subclasses__() }}\"\n")
+    task = load_task_file(f)
+    with pytest.raises(UserError, match="sandbox"):
+        task.templates[0].render({"x": "a", "y": "b"})
+
+
+def test_unknown_variable_is_an_error_not_an_empty_string(tmp_path):
+    f = tmp_path / "t.yaml"
+    f.write_text("task: t\ninputs: [x]\ntarget: '{{ y }}'\ntemplates:\n  - name: t\n    prompt: '{{ x }} {{ typo }}'\n")
+    with pytest.raises(UserError, match="'typo' is undefined"):
+        load_task_file(f).templates[0].render({"x": "a", "y": "b"})
+
+
+def test_bad_task_files(tmp_path):
+    f = tmp_path / "t.yaml"
+    f.write_text("task: t\ninputs: [x]\ntemplates: []\n")
+    with pytest.raises(UserError, match="missing key 'target'"):
+        load_task_file(f)
+    f.write_text("task: t\ninputs: [x]\ntarget: a\ntemplates:\n  - name: t\n    prompt: '{{ x '\n")
+    with pytest.raises(UserError, match="syntax error"):
+        load_task_file(f)
+
+
+def test_unknown_template_suggests_a_name():
+    with pytest.raises(UserError, match="did you mean 'briefly_summarize'"):
+        get_task("dialogsum").template("briefly_sumarize")
+    assert "dialogsum" in builtin_tasks()
