@@ -62,7 +62,7 @@ def tiny_llama(tmp_path_factory) -> Path:
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=True)
+                      tie_word_embeddings=True, initializer_range=0.2)  # big enough that LoRA alone can overfit
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(d)
     tok.save_pretrained(d)

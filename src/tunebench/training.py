@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 import random
 import shutil
 import time
@@ -24,6 +25,9 @@ from .config import ModelConfig, TrainConfig
 from .data import load_prepared
 from .errors import UserError
 from .runs import atomic_write_text, write_json
+
+# peft still asks transformers for the deprecated name; the message is noise for our users.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 # Decoder-only families whose logits are exactly lm_head(last hidden state): for them the loss
 # projects only the completion positions onto the vocabulary (49k x 576 per token for SmolLM2,
@@ -210,8 +214,6 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
                 log = [r for r in map(json.loads, log_path.read_text().splitlines()) if r["step"] <= step]
             if main:
                 print(f"resumed from {ckpts[-1]} (step {step})")
-        elif main:
-            print("no checkpoint to resume from: starting at step 0")
     elif _checkpoints(out):
         raise UserError(f"{out}: holds checkpoints of an earlier run; pass --resume to continue it, or choose another --out")
 
