@@ -24,14 +24,16 @@ class Formatter:
     tokenizer: object
     seq2seq: bool
     use_chat: bool
+    # Benchmarks score raw prompts as lm-evaluation-harness does: no separator appended.
+    raw: bool = False
 
     @classmethod
-    def for_model(cls, tokenizer, seq2seq: bool, chat_template: str = "auto") -> "Formatter":
+    def for_model(cls, tokenizer, seq2seq: bool, chat_template: str = "auto", raw: bool = False) -> "Formatter":
         has_chat = bool(getattr(tokenizer, "chat_template", None))
         if chat_template == "on" and not has_chat:
             raise UserError("chat_template: on, but this tokenizer has no chat template")
         use_chat = (not seq2seq) and has_chat and chat_template != "off"
-        return cls(tokenizer, seq2seq, use_chat)
+        return cls(tokenizer, seq2seq, use_chat, raw)
 
     @property
     def eos_id(self) -> int:
@@ -42,7 +44,7 @@ class Formatter:
             return self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
             )
-        return prompt if self.seq2seq else prompt + PLAIN_SEPARATOR
+        return prompt if (self.seq2seq or self.raw) else prompt + PLAIN_SEPARATOR
 
     def prompt_ids(self, prompt: str) -> list[int]:
         text = self.prompt_text(prompt)

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from .config import (CompareConfig, DataConfig, GenerateConfig, ModelConfig, TrainConfig, add_flags, from_flags,
+from .config import (BenchConfig, CompareConfig, DataConfig, GenerateConfig, ModelConfig, TrainConfig, add_flags, from_flags,
                      load_recipe)
 from .errors import UserError
 
@@ -46,7 +46,13 @@ def _parser() -> argparse.ArgumentParser:
         add_flags(g, ModelConfig)
         add_flags(g, GenerateConfig)
 
-    c = sub.add_parser("compare", help="base vs tuned evaluation runs: metric table and examples")
+    b = sub.add_parser("bench", help="score a model on benchmark tasks (results.json, examples.jsonl)")
+    b.add_argument("--out", help="benchmark run directory")
+    b.add_argument("--list", action="store_true", help="list every task and suite with sizes, then exit")
+    add_flags(b, ModelConfig, skip=("chat_template",))
+    add_flags(b, BenchConfig)
+
+    c = sub.add_parser("compare", help="two evaluation runs (metric table, examples) or two benchmark runs (forgetting)")
     c.add_argument("base_run")
     c.add_argument("tuned_run")
     c.add_argument("--out", help="where compare.md / compare.json go (default: the tuned run's parent)")
@@ -94,15 +100,25 @@ def _dispatch(args) -> int | None:
     elif args.command == "evaluate":
         m = pipeline.evaluate_stage(from_flags(ModelConfig, args), from_flags(GenerateConfig, args), args.data, args.out)
         print(" ".join(f"{k}={m[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")) + f" n={m['n']}")
+    elif args.command == "bench":
+        _bench(args)
     elif args.command == "compare":
         from pathlib import Path
 
-        from . import compare
+        out = args.out or Path(args.tuned_run).resolve().parent
+        if (Path(args.base_run) / "results.json").is_file():
+            from .benchmarks import forgetting
 
-        cfg = from_flags(CompareConfig, args)
-        c = compare.compare(args.base_run, args.tuned_run, cfg.examples)
-        md, js = compare.write(c, args.out or Path(args.tuned_run).resolve().parent)
-        compare.print_table(c)
+            c = forgetting.compare_bench(args.base_run, args.tuned_run)
+            md, js = forgetting.write(c, out)
+            forgetting.print_table(c)
+        else:
+            from . import compare
+
+            cfg = from_flags(CompareConfig, args)
+            c = compare.compare(args.base_run, args.tuned_run, cfg.examples)
+            md, js = compare.write(c, out)
+            compare.print_table(c)
         print(f"written: {md}, {js}")
     elif args.command == "templates":
         _templates(args)
@@ -112,6 +128,33 @@ def _dispatch(args) -> int | None:
         for name in REGISTRY:
             print(name)
     return 0
+
+
+def _bench(args) -> None:
+    from .benchmarks.harness import run_bench
+    from .benchmarks.tasks import registry, resolve_tasks, suites
+
+    if args.list:
+        reg = registry()
+        print("suites:")
+        for name, spec in suites().items():
+            try:
+                tasks, limit = resolve_tasks(suite_names=[name])
+                size = sum(min(t.size, limit) if limit else t.size for t in tasks)
+                print(f"  {name:<22} {len(tasks):>3} tasks {size:>6} examples  {spec['description']}"
+                      + (f" (first {limit} per task)" if limit else ""))
+            except UserError as e:
+                print(f"  {name:<22} unavailable: {e}")
+        print("tasks:")
+        for name, t in reg.items():
+            print(f"  {name:<48} {t.kind:<16} {t.size if t.size is not None else '':>6}  {t.source}")
+        return
+    if not args.out:
+        raise UserError("bench: --out is required (where results.json goes)")
+    cfg = from_flags(BenchConfig, args)
+    tasks, suite_limit = resolve_tasks(cfg.task, cfg.suite)
+    results = run_bench(from_flags(ModelConfig, args), cfg, tasks, args.out, cfg.limit or suite_limit)
+    print(f"{args.out}/results.json: {len(results['tasks'])} tasks, macro average {results['aggregates']['macro']:.4f}")
 
 
 def _templates(args) -> None:

@@ -92,6 +92,28 @@ class GenerateConfig(Section):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
+class BenchConfig(Section):
+    """Benchmark runs (the `bench` stage, and a recipe's `forgetting:` section)."""
+
+    suite: list[str] = Field(default_factory=list, description="named suites (tunebench bench --list)")
+    task: list[str] = Field(default_factory=list, description="task names, BIG-bench task.json files or directories")
+    limit: Optional[int] = Field(None, gt=0, description="first N examples per task (default: the suite's)")
+    shots: int = Field(0, ge=0)
+    seed: int = Field(1234, description="choice order, shot selection")
+    batch_size: int = Field(8, gt=0, description="questions per forward pass")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "fp32", description="fp32 keeps choices identical across batch sizes and to lm-eval; bf16 is ~2x faster")
+    chat_template: Literal["auto", "on", "off"] = Field("off", description="wrap contexts in the chat template")
+    max_new_tokens: int = Field(32, gt=0, description="for generative tasks")
+
+
+class ForgettingConfig(BenchConfig):
+    """A recipe's `forgetting:` section: benchmark base and tuned models, then compare."""
+
+    enabled: bool = True
+    suite: list[str] = Field(default_factory=lambda: ["forgetting-core"])
+
+
 class CompareConfig(Section):
     examples: int = Field(3, ge=0, description="side-by-side examples in the compare table")
 
@@ -104,6 +126,7 @@ class Recipe(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: GenerateConfig = Field(default_factory=GenerateConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
+    forgetting: Optional[ForgettingConfig] = None
 
 
 # ---------------------------------------------------------------------------- loading
@@ -214,6 +237,8 @@ def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], skip: tup
         help_ = (field.description or "") + (f" [default: {field.default}]" if field.default is not None else "")
         if is_bool:
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif get_origin(field.annotation) is list:
+            group.add_argument(flag, dest=name, action="append", default=None, help=help_ + " (repeatable)")
         else:
             complex_ = typ is str and choices is None and field.annotation is not str and get_args(field.annotation) != (str, type(None))
             group.add_argument(flag, dest=name, default=None, choices=choices, help=help_,

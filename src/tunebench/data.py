@@ -7,6 +7,7 @@ chat template), completion, references (one or more human targets) and the templ
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
@@ -88,7 +89,8 @@ def _as_record(row, source: str) -> Record:
 
 def _read_csv(path: Path, delimiter: str) -> list[Record]:
     text = _open_text(path)
-    reader = csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter)
+    # StringIO, not splitlines(): quoted fields may hold \r or U+2028, which are not row breaks
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     out = []
     try:
         for row in reader:

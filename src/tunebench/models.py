@@ -21,6 +21,10 @@ from .errors import UserError
 
 RUN_MODEL_FILE = "tunebench_model.json"
 
+# Decoder-only families whose logits are exactly lm_head(last hidden state) (no soft-capping or
+# logit scaling): for them training and scoring project only the positions that need a logit.
+HEAD_OF_HIDDEN = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi3", "olmo", "olmo2", "smollm3"}
+
 
 @dataclass
 class ResolvedModel:

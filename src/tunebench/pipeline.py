@@ -78,37 +78,62 @@ def evaluate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
 
 
 def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
-    """prepare -> evaluate base -> train -> evaluate tuned -> compare, skipping finished stages."""
+    """prepare -> evaluate base -> train -> evaluate tuned -> compare [-> benchmark both -> forgetting].
+
+    Stages already complete with the same settings are skipped, so an interrupted run continues.
+    """
     out = Path(recipe.out)
     t0 = time.time()
     data_dir, base_dir, train_dir, tuned_dir = out / "data", out / "base", out / "train", out / "tuned"
+    forgetting = recipe.forgetting if recipe.forgetting and recipe.forgetting.enabled else None
+    total = 7 if forgetting else 5
+    step = iter(range(1, total + 1))
+
+    def say(msg):
+        print(f"[tunebench] {next(step)}/{total} {msg}", flush=True)
 
     def skip(d, cfg):
         if not fresh and completed(d, cfg):
-            print(f"[tunebench] {d}: already complete, skipped")
+            print(f"[tunebench]     {d}: already complete, skipped")
             return True
         return False
 
-    print(f"[tunebench] 1/5 prepare -> {data_dir}")
+    say(f"prepare -> {data_dir}")
     if not skip(data_dir, recipe.data.model_dump()):
         s = prepare_stage(recipe.data, data_dir)
         print(f"[tunebench]     {s['counts']}")
-    print(f"[tunebench] 2/5 evaluate base model -> {base_dir}")
+    say(f"evaluate base model -> {base_dir}")
     base_gen = {"model": recipe.model.model_dump(), "generate": recipe.evaluate.model_dump(), "data": str(data_dir)}
     if not (skip(base_dir, base_gen) and (base_dir / "metrics.json").is_file()):
         evaluate_stage(recipe.model, recipe.evaluate, data_dir, base_dir)
-    print(f"[tunebench] 3/5 train ({recipe.train.method}) -> {train_dir}")
+    say(f"train ({recipe.train.method}) -> {train_dir}")
     train_cfg = {"model": recipe.model.model_dump(), "train": recipe.train.model_dump(), "data": str(data_dir)}
     if not skip(train_dir, train_cfg):
         train_stage(recipe.model, recipe.train, data_dir, train_dir, resume=True)
-    print(f"[tunebench] 4/5 evaluate tuned model -> {tuned_dir}")
+    say(f"evaluate tuned model -> {tuned_dir}")
     tuned_model = recipe.model.model_copy(update={"model": str(train_dir)})
     tuned_gen = {"model": tuned_model.model_dump(), "generate": recipe.evaluate.model_dump(), "data": str(data_dir)}
     if not (skip(tuned_dir, tuned_gen) and (tuned_dir / "metrics.json").is_file()):
         evaluate_stage(tuned_model, recipe.evaluate, data_dir, tuned_dir)
-    print(f"[tunebench] 5/5 compare -> {out}/compare.md")
+    say(f"compare -> {out}/compare.md")
     c = compare_mod.compare(base_dir, tuned_dir, recipe.compare.examples)
     compare_mod.write(c, out)
     compare_mod.print_table(c)
+    result = {"compare": c}
+    if forgetting:
+        from .benchmarks import forgetting as forgetting_mod
+        from .benchmarks.harness import run_bench
+        from .benchmarks.tasks import resolve_tasks
+
+        tasks, suite_limit = resolve_tasks(forgetting.task, forgetting.suite)
+        limit = forgetting.limit or suite_limit
+        say(f"benchmark base and tuned models ({len(tasks)} tasks) -> {out}/base-bench, {out}/tuned-bench")
+        run_bench(recipe.model, forgetting, tasks, out / "base-bench", limit)
+        run_bench(tuned_model, forgetting, tasks, out / "tuned-bench", limit)
+        say(f"forgetting report -> {out}/forgetting.md")
+        f = forgetting_mod.compare_bench(out / "base-bench", out / "tuned-bench")
+        forgetting_mod.write(f, out)
+        forgetting_mod.print_table(f)
+        result["forgetting"] = f
     write_json(out / "recipe.json", {"recipe": recipe.model_dump(), "wall_time_s": round(time.time() - t0, 1)})
-    return c
+    return result

@@ -29,10 +29,6 @@ from .runs import atomic_write_text, write_json
 # peft still asks transformers for the deprecated name; the message is noise for our users.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
-# Decoder-only families whose logits are exactly lm_head(last hidden state): for them the loss
-# projects only the completion positions onto the vocabulary (49k x 576 per token for SmolLM2,
-# about a fifth of the model's matmuls, and a batch x length x vocab logits tensor avoided).
-_HEAD_ONLY_ON_TARGETS = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi3", "olmo", "olmo2", "smollm3"}
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -49,7 +45,9 @@ class CompletionLoss(nn.Module):
         self.model = model
         self.seq2seq = seq2seq
         lm = unwrap(model)
-        self.fast = (not seq2seq) and lm.config.model_type in _HEAD_ONLY_ON_TARGETS
+        # Project only completion positions onto the vocabulary: 49k x 576 per token for SmolLM2 is
+        # about a fifth of the model's matmuls, and no batch x length x vocab logits tensor.
+        self.fast = (not seq2seq) and lm.config.model_type in models.HEAD_OF_HIDDEN
 
     def forward(self, input_ids, attention_mask, labels):
         lm = unwrap(self.model)

@@ -1,0 +1,1 @@
+"""Benchmark harness: tasks as data, log-likelihood and generation scoring, forgetting reports."""

@@ -1,0 +1,134 @@
+"""MMLU, GLUE and SuperGLUE tasks declared in `registry/*.yaml`: file, prompt, choices, label.
+
+Prompts and choices are Jinja templates rendered in the sandbox over one data row; `label`
+renders to a value that `label_map` turns into the index of the correct choice. Context =
+description + shots (each prompt + delimiter + its answer) joined by `fewshot_delimiter` + prompt;
+a choice's continuation is `target_delimiter` + choice, as in lm-evaluation-harness.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from pathlib import Path
+
+import yaml
+
+from ..errors import UserError
+from ..templates import _ENV
+from .tasks import REGISTRY_DIR, Example, Task
+
+
+def _rows(path: Path, fmt: str, columns: list[str] | None, header: bool) -> list[dict]:
+    if not path.is_file():
+        raise UserError(f"{path}: benchmark data file not found")
+    text = path.read_text(encoding="utf-8-sig")
+    if fmt == "jsonl":
+        rows = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+        return rows
+    if fmt == "tsv":
+        # GLUE sentences hold bare quote characters: no CSV quoting
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        # StringIO, not splitlines(): fields may hold \r or U+2028, which are not row breaks
+        reader = csv.reader(io.StringIO(text, newline=""))
+    lines = list(reader)
+    if header:
+        columns, lines = lines[0], lines[1:]
+    return [dict(zip(columns, r)) for r in lines if r]
+
+
+def _render(template: str, row: dict, where: str) -> str:
+    try:
+        return _ENV.from_string(template).render(**row, row=row)
+    except Exception as e:
+        raise UserError(f"{where}: cannot render template ({e})") from None
+
+
+class _Spec:
+    def __init__(self, name, family, path, spec, shots_path=None, description="", category=""):
+        self.name, self.family, self.path, self.spec = name, family, path, spec
+        self.shots_path, self.description, self.category = shots_path, description, category
+
+    def docs(self, path: Path) -> list[tuple[str, list[str], int]]:
+        s = self.spec
+        out = []
+        for i, row in enumerate(_rows(path, s.get("format", "csv"), s.get("columns"), s.get("header", False))):
+            where = f"{path}: row {i + 1}"
+            prompt = _render(s["prompt"], row, where)
+            choices = [_render(c, row, where) for c in s["choices"]]
+            label = _render(s["label"], row, where).strip()
+            if label not in {str(k) for k in s["label_map"]}:
+                raise UserError(f"{where}: label {label!r} is not one of {sorted(map(str, s['label_map']))}")
+            gold = {str(k): v for k, v in s["label_map"].items()}[label]
+            out.append((prompt, choices, gold))
+        return out
+
+    def load(self, shots: int, seed: int) -> list[Example]:
+        s = self.spec
+        td, fd = s.get("target_delimiter", " "), s.get("fewshot_delimiter", "\n\n")
+        docs = self.docs(self.path)
+        shot_docs = self.docs(self.shots_path) if shots and self.shots_path else None
+        rng = random.Random(seed)
+        out = []
+        for i, (prompt, choices, gold) in enumerate(docs):
+            if shots:
+                if shot_docs is not None:  # a separate shots split: its first n, as lm-eval's first_n sampler
+                    picked = shot_docs[:shots]
+                else:                      # else other examples of the same split, seeded
+                    picked = [docs[j] for j in rng.sample([j for j in range(len(docs)) if j != i], shots)]
+                shot_text = fd.join(p + td + c[g] for p, c, g in picked) + fd
+            else:
+                shot_text = ""
+            out.append(Example(id=str(i), context=self.description + shot_text + prompt,
+                               choices=[td + c for c in choices], gold=gold, targets=[choices[gold]]))
+        return out
+
+    def task(self) -> Task:
+        s = self.spec
+        size = len(_rows(self.path, s.get("format", "csv"), s.get("columns"), s.get("header", False)))
+        return Task(name=self.name, family=self.family, kind="multiple_choice", metrics=["accuracy"],
+                    source=str(self.path), load=self.load, category=self.category or self.family, size=size)
+
+
+def declared_tasks(root: Path) -> list[Task]:
+    tasks = []
+    for f in sorted(REGISTRY_DIR.glob("*.yaml")):
+        spec = yaml.safe_load(f.read_text())
+        if f.name == "suites.yaml":
+            continue
+        if spec["family"] == "mmlu":
+            tasks += _mmlu(root, spec)
+            continue
+        for t in spec["tasks"]:
+            merged = {**spec.get("defaults", {}), **t}
+            path = root / merged["path"]
+            if not path.is_file():
+                continue  # a data set not present here simply has no task
+            shots = root / merged["shots_path"] if merged.get("shots_path") else None
+            tasks.append(_Spec(t["name"], spec["family"], path, merged, shots).task())
+    return tasks
+
+
+def _mmlu(root: Path, spec: dict) -> list[Task]:
+    test_dir = root / Path(spec["path"]).parent
+    if not test_dir.is_dir():
+        return []
+    category = {s: c for c, subjects in spec["categories"].items() for s in subjects}
+    tasks = []
+    for fmt_name, fmt in spec["formats"].items():
+        for f in sorted(test_dir.glob("*_test.csv")):
+            subject = f.name[: -len("_test.csv")]
+            merged = {**spec, **fmt, "format": "csv", "header": False}
+            shots = root / spec["shots_path"].format(subject=subject)
+            desc = fmt["description"].format(subject_words=subject.replace("_", " "))
+            tasks.append(_Spec(fmt["name"].format(subject=subject), "mmlu", f, merged, shots if shots.is_file() else None,
+                               desc, category=f"mmlu_{category.get(subject, 'other')}").task())
+    return tasks

@@ -1,0 +1,211 @@
+"""Run tasks on a model: per-example results as they go, task metrics, suite aggregates.
+
+Writes DIR/results.json (one entry per task: name, kind, metric names and values, n, shots,
+model) and DIR/examples.jsonl (each example's choices, scores and prediction). Finished tasks
+are kept in DIR/tasks/ and not recomputed when the same run is started again.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from .. import models
+from ..batching import Formatter
+from ..errors import UserError
+from ..runs import Stage, read_json, write_json, write_jsonl
+from .scoring import Scorer, postprocess
+from .tasks import Example, Task
+
+GEN_METRICS = {"exact_str_match", "case_insensitive_str_match", "bleu", "rouge", "sequence_f1",
+               "numeric_match_with_0_1_relative_error"}
+SCORING_NOTE = ("choices scored by log-likelihood with lm-evaluation-harness tokenization; accuracy uses the summed "
+                "log-probability, accuracy_norm divides it by the choice's length in characters")
+
+
+def run_bench(model_cfg, cfg, tasks: list[Task], out: Path | str, limit: int | None) -> dict:
+    out = Path(out)
+    device = models.default_device()
+    dtype = models.pick_dtype(cfg.precision, device)
+    config = {"model": model_cfg.model_dump(), "bench": cfg.model_dump(), "tasks": [t.name for t in tasks], "limit": limit}
+    with Stage(out, "bench", config) as st:
+        model, tok, resolved = models.load(model_cfg.model, dtype, model_cfg.trust_remote_code)
+        model.to(device)
+        fmt = Formatter.for_model(tok, model.config.is_encoder_decoder, cfg.chat_template, raw=True)
+        scorer = Scorer(model, fmt, cfg.batch_size)
+        fmt_info = {"chat_template": fmt.use_chat, "shots": cfg.shots, "seed": cfg.seed, "limit": limit,
+                    "max_new_tokens": cfg.max_new_tokens, "scoring": SCORING_NOTE}
+        entries, t0 = [], time.time()
+        (out / "tasks").mkdir(exist_ok=True)
+        for i, task in enumerate(tasks, 1):
+            cache = out / "tasks" / (re.sub(r"[^A-Za-z0-9_.-]", "__", task.name) + ".json")
+            if cache.is_file():
+                done = read_json(cache)
+                if done["entry"]["format"] == fmt_info and done["entry"]["model"] == model_cfg.model:
+                    entries.append(done)
+                    print(f"[bench] {i}/{len(tasks)} {task.name}: done earlier, kept")
+                    continue
+            entry, rows = run_task(task, scorer, model, fmt, cfg, limit)
+            entry.update(model=model_cfg.model, format=fmt_info)
+            write_json(cache, {"entry": entry, "examples": rows})
+            entries.append({"entry": entry, "examples": rows})
+            print(f"[bench] {i}/{len(tasks)} {task.name}: {entry['primary_metric']}={entry['primary']:.3f} "
+                  f"(n={entry['n']}, {entry['seconds']:.0f}s)")
+        results = {
+            "model": model_cfg.model, "model_path": resolved.path, "adapter": resolved.adapter,
+            "format": fmt_info, "limit": limit, "precision": str(dtype).replace("torch.", ""),
+            "tasks": [e["entry"] for e in entries], "aggregates": aggregates([e["entry"] for e in entries]),
+            "efficiency": {"seconds": round(time.time() - t0, 1),
+                           "examples": sum(e["entry"]["n"] for e in entries)},
+        }
+        write_json(out / "results.json", results)
+        write_jsonl(out / "examples.jsonl", (r for e in entries for r in e["examples"]))
+        st.extra["summary"] = {"tasks": len(entries), "macro": results["aggregates"]["macro"]}
+    return results
+
+
+def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None) -> tuple[dict, list[dict]]:
+    t0 = time.time()
+    examples = task.load(cfg.shots, cfg.seed)
+    if limit:
+        examples = examples[:limit]
+    rows = [{"task": task.name, "id": e.id, "context": e.context} for e in examples]
+    scores: dict[str, float] = {}
+    not_computed: dict[str, str] = {}
+    per_example: dict[str, list[float]] = {}
+    if task.kind == "multiple_choice":
+        choice_scores = scorer.score(examples, desc=task.name)
+        mc = multiple_choice_metrics(examples, choice_scores)
+        for row, e, cs, pred, pred_norm in zip(rows, examples, choice_scores, mc["pred"], mc["pred_norm"]):
+            row.update(choices=e.choices, gold=e.gold, logprobs=[c.logprob for c in cs],
+                       logprobs_norm=[c.logprob / max(c.chars, 1) for c in cs], prediction=pred,
+                       prediction_norm=pred_norm, correct=pred == e.gold)
+        scores.update(accuracy=mc["accuracy"], accuracy_norm=mc["accuracy_norm"])
+        per_example["accuracy"] = [float(p == e.gold) for p, e in zip(mc["pred"], examples)]
+        if "multiple_choice_grade" in task.metrics:
+            grades = [e.choice_scores[p] if e.choice_scores else float(p == e.gold) for p, e in zip(mc["pred"], examples)]
+            scores["multiple_choice_grade"] = sum(grades) / len(grades)
+            per_example["multiple_choice_grade"] = grades
+        if "macro_f1" in task.metrics:
+            scores["macro_f1"] = macro_f1([e.gold for e in examples], mc["pred"])
+    wanted_gen = [m for m in task.metrics if m in GEN_METRICS]
+    if task.kind == "generate" or wanted_gen:
+        from ..generation import generate
+
+        raw, _ = generate(model, fmt, [e.context for e in examples], cfg.batch_size, cfg.max_new_tokens,
+                          desc=f"{task.name} (generate)")
+        outputs = [postprocess(r, task.stop_string, task.output_regex) for r in raw]
+        for row, o, r in zip(rows, outputs, raw):
+            row.update(generated=r, output=o)
+        g = generation_metrics(outputs, [e.targets for e in examples], wanted_gen or ["exact_str_match"])
+        scores.update(g["scores"])
+        per_example.update(g["per_example"])
+        not_computed.update(g["not_computed"])
+        for row, em in zip(rows, g["per_example"].get("exact_str_match", [])):
+            row["exact_match"] = bool(em)
+    for m in task.metrics:
+        if not any(k == m or k.startswith(m + "_") for k in scores) and m not in not_computed:
+            not_computed[m] = "not implemented in tunebench"
+    primary = task.preferred if task.preferred in per_example else ("accuracy" if "accuracy" in per_example else next(iter(per_example)))
+    for row, s in zip(rows, per_example[primary]):
+        row["score"] = s
+    entry = {"name": task.name, "family": task.family, "category": task.category, "kind": task.kind,
+             "metric_names": sorted(scores), "scores": scores, "primary_metric": primary, "primary": scores[primary],
+             "n": len(examples), "shots": cfg.shots, "source": task.source, "not_computed": not_computed,
+             "seconds": round(time.time() - t0, 2), "examples_per_s": round(len(examples) / max(time.time() - t0, 1e-9), 2)}
+    return entry, rows
+
+
+def multiple_choice_metrics(examples: list[Example], choice_scores) -> dict:
+    pred = [max(range(len(cs)), key=lambda k: cs[k].logprob) for cs in choice_scores]
+    pred_norm = [max(range(len(cs)), key=lambda k: cs[k].logprob / max(cs[k].chars, 1)) for cs in choice_scores]
+    n = len(examples)
+    return {"pred": pred, "pred_norm": pred_norm,
+            "accuracy": sum(p == e.gold for p, e in zip(pred, examples)) / n,
+            "accuracy_norm": sum(p == e.gold for p, e in zip(pred_norm, examples)) / n}
+
+
+def macro_f1(gold: list[int], pred: list[int]) -> float:
+    labels = sorted(set(gold) | set(pred))
+    f1s = []
+    for c in labels:
+        tp = sum(g == c and p == c for g, p in zip(gold, pred))
+        fp = sum(g != c and p == c for g, p in zip(gold, pred))
+        fn = sum(g == c and p != c for g, p in zip(gold, pred))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(f1s) / len(f1s)
+
+
+def _f1(a: str, b: str) -> float:
+    x, y = a.lower().split(), b.lower().split()
+    common = sum((Counter(x) & Counter(y)).values())
+    if not x or not y or not common:
+        return float(x == y)
+    p, r = common / len(x), common / len(y)
+    return 2 * p * r / (p + r)
+
+
+def _numeric(o: str, t: str) -> float:
+    try:
+        a, b = float(o), float(t)
+    except ValueError:
+        return 0.0
+    return float(abs(a - b) <= 0.1 * abs(b)) if b else float(a == b)
+
+
+def generation_metrics(outputs: list[str], targets: list[list[str]], names: list[str]) -> dict:
+    from .. import metrics
+
+    scores, per, missing = {}, {}, {}
+    for m in names:
+        if m == "exact_str_match":
+            per[m] = [float(any(o == t.strip() for t in ts)) for o, ts in zip(outputs, targets)]
+        elif m == "case_insensitive_str_match":
+            per[m] = [float(any(o.lower() == t.strip().lower() for t in ts)) for o, ts in zip(outputs, targets)]
+        elif m == "sequence_f1":
+            per[m] = [max(_f1(o, t) for t in ts) for o, ts in zip(outputs, targets)]
+        elif m == "numeric_match_with_0_1_relative_error":
+            per[m] = [max(_numeric(o, t) for t in ts) for o, ts in zip(outputs, targets)]
+        elif m == "bleu":
+            scores[m] = metrics.bleu(outputs, targets)
+            continue
+        elif m == "rouge":
+            r = metrics.rouge(outputs, targets)
+            scores.update({f"rouge_{k}": v for k, v in r.items()})
+            continue
+        else:
+            missing[m] = "not implemented in tunebench"
+            continue
+        scores[m] = sum(per[m]) / len(per[m])
+    return {"scores": scores, "per_example": per, "not_computed": missing}
+
+
+def aggregates(entries: list[dict]) -> dict:
+    def mean(xs):
+        return sum(xs) / len(xs) if xs else None
+
+    out = {"macro": mean([e["primary"] for e in entries]), "by_family": {}, "by_category": {}}
+    for key, field in (("by_family", "family"), ("by_category", "category")):
+        groups: dict[str, list[float]] = {}
+        for e in entries:
+            groups.setdefault(e[field], []).append(e["primary"])
+        out[key] = {g: mean(v) for g, v in sorted(groups.items())}
+    return out
+
+
+def load_results(run: Path | str) -> dict:
+    run = Path(run)
+    if not (run / "results.json").is_file():
+        raise UserError(f"{run}: not a benchmark run (no results.json; run `tunebench bench --out {run}`)")
+    results = read_json(run / "results.json")
+    examples: dict[str, dict[str, dict]] = {}
+    with (run / "examples.jsonl").open(encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            examples.setdefault(r["task"], {})[r["id"]] = r
+    results["_examples"] = examples
+    return results

@@ -1,0 +1,112 @@
+"""What a benchmark task is, and the registry that finds tasks and suites by name.
+
+A task is data: a list of examples, each a context plus either answer choices (scored by
+log-likelihood) or target strings (scored on generated text), and the metrics to report.
+Loaders for BIG-bench JSON files and for the YAML-declared MMLU/GLUE/SuperGLUE tasks turn
+files into `Task`s; everything downstream (scoring, results, comparisons) sees only this shape.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Optional
+
+import yaml
+
+from ..errors import UserError
+
+REGISTRY_DIR = Path(__file__).parent / "registry"
+
+
+@dataclass
+class Example:
+    id: str
+    context: str                       # everything before the answer, shots included
+    choices: list[str] = field(default_factory=list)   # continuations scored (delimiter included)
+    gold: Optional[int] = None         # index of the correct choice
+    choice_scores: Optional[list[float]] = None  # BIG-bench target_scores (partial credit)
+    targets: list[str] = field(default_factory=list)   # acceptable generated answers
+
+
+@dataclass
+class Task:
+    name: str
+    family: str                        # bigbench, mmlu, glue, superglue
+    kind: str                          # "multiple_choice" or "generate"
+    metrics: list[str]                 # the task's own metric names
+    source: str                        # file it was read from
+    load: Callable[[int, int], list[Example]] = field(repr=False)  # (shots, seed) -> examples
+    category: str = ""                 # for per-category macro averages
+    size: Optional[int] = None         # number of examples, when cheap to know
+    stop_string: Optional[str] = None
+    output_regex: Optional[str] = None
+    preferred: Optional[str] = None
+
+
+def data_root() -> Path:
+    env = os.environ.get("TUNEBENCH_DATA")
+    return Path(env) if env else Path("..") / "shared" / "data"
+
+
+@lru_cache(maxsize=4)
+def _registry(root: str) -> dict[str, Task]:
+    from .bigbench import bigbench_tasks
+    from .declared import declared_tasks
+
+    tasks: dict[str, Task] = {}
+    for t in declared_tasks(Path(root)) + bigbench_tasks(Path(root) / "bigbench", prefix="bigbench/"):
+        tasks[t.name] = t
+    return tasks
+
+
+def registry() -> dict[str, Task]:
+    return _registry(str(data_root()))
+
+
+@lru_cache(maxsize=1)
+def suites() -> dict[str, dict]:
+    return yaml.safe_load((REGISTRY_DIR / "suites.yaml").read_text())
+
+
+def resolve_tasks(names: list[str] = (), suite_names: list[str] = ()) -> tuple[list[Task], Optional[int]]:
+    """Tasks for --task and --suite arguments, in order, without repeats; and the suite's default limit."""
+    from .bigbench import load_bigbench_path
+
+    out: list[Task] = []
+    limit = None
+    reg = registry()
+    for s in suite_names:
+        if s not in suites():
+            hint = difflib.get_close_matches(s, list(suites()), n=1)
+            raise UserError(f"unknown suite '{s}'" + (f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(suites())})"))
+        spec = suites()[s]
+        limit = spec.get("limit", limit)
+        for pattern in spec["tasks"]:
+            matched = [t for n, t in reg.items() if fnmatch.fnmatchcase(n, pattern)]
+            if not matched:
+                raise UserError(f"suite '{s}': task '{pattern}' not found under {data_root()} (is ../shared/data there?)")
+            out += matched
+    for n in names:
+        p = Path(n)
+        if p.suffix == ".json" or p.is_dir() or p.is_file():
+            out += load_bigbench_path(p)
+        elif n in reg:
+            out.append(reg[n])
+        else:
+            matched = [t for k, t in reg.items() if fnmatch.fnmatchcase(k, n)]
+            if not matched:
+                hint = difflib.get_close_matches(n, list(reg), n=1)
+                raise UserError(f"unknown task '{n}'" + (f" (did you mean '{hint[0]}'?)" if hint else " (see `tunebench bench --list`)"))
+            out += matched
+    seen, unique = set(), []
+    for t in out:
+        if t.name not in seen:
+            seen.add(t.name)
+            unique.append(t)
+    if not unique:
+        raise UserError("no tasks: give --suite or --task")
+    return unique, limit
