@@ -65,7 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     ts = tsub.add_parser("show", help="one template, rendered on an example record")
     ts.add_argument("name", help="TEMPLATE or TASK/TEMPLATE")
 
-    m = sub.add_parser("models", help="registered model names")
+    rp = sub.add_parser("report", help="one self-contained HTML report from run directories")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    rp.add_argument("-o", "--output", default="report.html", help="HTML file to write [default: report.html]")
+
+    ch = sub.add_parser("chat", help="talk to a model (base or tuned) with the training prompt format")
+    ch.add_argument("model", metavar="MODEL_OR_RUN")
+    ch.add_argument("--compare", action="store_true", help="answer with the base and the tuned model side by side")
+    ch.add_argument("--template", help="render each input through this template first (e.g. dialogsum/summarize_conversation)")
+    ch.add_argument("--max-new-tokens", type=int, default=128)
+    ch.add_argument("--chat-template", choices=["auto", "on", "off"], default="auto")
+    ch.add_argument("--trust-remote-code", action="store_true")
+
+    sub.add_parser("models", help="registered model names")
     return p
 
 
@@ -122,6 +134,14 @@ def _dispatch(args) -> int | None:
         print(f"written: {md}, {js}")
     elif args.command == "templates":
         _templates(args)
+    elif args.command == "report":
+        from .reports import write
+
+        print(f"written: {write(args.runs, args.output)}")
+    elif args.command == "chat":
+        from .chat import chat
+
+        chat(args.model, args.compare, args.template, args.max_new_tokens, args.trust_remote_code, args.chat_template)
     elif args.command == "models":
         from .models import REGISTRY
 

@@ -1,6 +1,8 @@
 """Base vs tuned: every metric with its absolute and relative change, and side-by-side examples."""
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 
 from .errors import UserError
@@ -82,7 +84,7 @@ def print_table(c: dict) -> None:
         rel = f"{r['relative_change']:+.1%}" if r["relative_change"] is not None else "n/a"
         style = "green" if r["change"] > 0 else "red" if r["change"] < 0 else None
         table.add_row(r["metric"], f"{r['base']:.4f}", f"{r['tuned']:.4f}", f"{r['change']:+.4f}", rel, style=style)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 150)
     console.print(table)
     for e in c["examples"]:
         console.print(f"[bold]{e['id']}[/bold]\n  human: {e['reference']}\n  base:  {e['base']}\n  tuned: {e['tuned']}")

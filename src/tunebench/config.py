@@ -78,6 +78,8 @@ class TrainConfig(Section):
     save_every: int = Field(50, gt=0, description="checkpoint every N optimizer steps")
     keep_checkpoints: int = Field(2, gt=0)
     merge: bool = Field(True, description="also save the LoRA merged into the base, loadable by plain transformers")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb", "none"]] = Field(
+        default_factory=lambda: ["tensorboard"], description="experiment trackers (tensorboard logs go to OUT/tensorboard)")
     seed: int = 0
 
 

@@ -10,7 +10,7 @@ from .batching import Formatter, sorted_batches
 
 
 def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, max_new_tokens: int = 96,
-             num_beams: int = 1, desc: str = "generate") -> tuple[list[str], dict]:
+             num_beams: int = 1, desc: str = "generate", progress: bool = True) -> tuple[list[str], dict]:
     """Completions in input order, and efficiency figures (tokens in/out, seconds)."""
     tok = fmt.tokenizer
     device = next(model.parameters()).device
@@ -22,7 +22,7 @@ def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, ma
     t0 = time.time()
     model.eval()
     # Sorting by length keeps padding (wasted compute) small within each batch.
-    with tqdm(total=len(prompts), desc=desc, unit="ex", dynamic_ncols=True) as bar:
+    with tqdm(total=len(prompts), desc=desc, unit="ex", dynamic_ncols=True, disable=not progress) as bar:
         for idx in sorted_batches([len(e) for e in encoded], batch_size):
             batch = _pad([encoded[i] for i in idx], tok.pad_token_id, left=not fmt.seq2seq).to(device)
             with torch.inference_mode():

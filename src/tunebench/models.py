@@ -112,8 +112,6 @@ def resolve(name: str) -> ResolvedModel:
 
 
 def is_encoder_decoder(path: str, trust_remote_code: bool = False) -> bool:
-    from transformers import AutoConfig
-
     return bool(getattr(_config(path, trust_remote_code), "is_encoder_decoder", False))
 
 

@@ -136,4 +136,7 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
         forgetting_mod.print_table(f)
         result["forgetting"] = f
     write_json(out / "recipe.json", {"recipe": recipe.model_dump(), "wall_time_s": round(time.time() - t0, 1)})
+    from .reports import write as write_report
+
+    print(f"[tunebench] report -> {write_report([out], out / 'report.html')}")
     return result

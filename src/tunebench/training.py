@@ -157,6 +157,54 @@ def _as_tuple(x):
     return tuple(_as_tuple(i) for i in x) if isinstance(x, (list, tuple)) else x
 
 
+# ---------------------------------------------------------------------------- trackers
+
+class Trackers:
+    """TensorBoard by default; MLflow and Weights & Biases when asked for and installed."""
+
+    def __init__(self, names: list[str], out: Path, config: dict, enabled: bool):
+        self.tb = self.mlflow = self.wandb = None
+        if not enabled:
+            return
+        names = [n for n in names if n != "none"]
+        for n in names:
+            try:
+                if n == "tensorboard":
+                    from torch.utils.tensorboard import SummaryWriter
+
+                    self.tb = SummaryWriter(log_dir=str(out / "tensorboard"))
+                elif n == "mlflow":
+                    import mlflow
+
+                    self.mlflow = mlflow
+                    mlflow.start_run(run_name=out.name)
+                    mlflow.log_params({k: str(v) for k, v in config.items()})
+                elif n == "wandb":
+                    import wandb
+
+                    self.wandb = wandb.init(project="tunebench", name=out.name, config=config, dir=str(out))
+            except ImportError:
+                raise UserError(f"train.report_to: '{n}' is not installed (pip install {n})") from None
+
+    def log(self, row: dict) -> None:
+        scalars = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float)) and v is not None}
+        if self.tb:
+            for k, v in scalars.items():
+                self.tb.add_scalar(f"train/{k}" if k != "val_loss" else "validation/loss", v, row["step"])
+        if self.mlflow:
+            self.mlflow.log_metrics(scalars, step=row["step"])
+        if self.wandb:
+            self.wandb.log(scalars, step=row["step"])
+
+    def close(self) -> None:
+        if self.tb:
+            self.tb.close()
+        if self.mlflow:
+            self.mlflow.end_run()
+        if self.wandb:
+            self.wandb.finish()
+
+
 # ---------------------------------------------------------------------------- the loop
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: Path | str, resume: bool = False) -> dict:
@@ -223,6 +271,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         best_val = v if best_val is None else min(best_val, v)
         return v
 
+    trackers = Trackers(cfg.report_to, out, cfg.model_dump(), enabled=main)
     t_start, tokens_seen = time.time(), 0
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not main, dynamic_ncols=True)
     loss_fn.train()
@@ -267,6 +316,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         if end_of_epoch or (cfg.eval_every and step % cfg.eval_every == 0):
             row["val_loss"] = run_validation(step / steps_per_epoch)
         log.append(row)
+        trackers.log(row)
         bar.set_postfix(loss=f"{step_loss:.3f}", **({"val": f"{row['val_loss']:.3f}"} if row.get("val_loss") else {}),
                         tok_s=f"{row['tokens_per_s']:.0f}")
         bar.update(1)
@@ -278,6 +328,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
                                 cfg.keep_checkpoints)
         accelerator.wait_for_everyone()
     bar.close()
+    trackers.close()
 
     summary = {
         "steps": step, "train_examples": len(train_enc), "skipped_overlong": skipped,

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import random
 from pathlib import Path
 
 import yaml
 
 from ..errors import UserError
+from ..runs import read_jsonl
 from ..templates import _ENV
 from .tasks import REGISTRY_DIR, Example, Task
 
@@ -23,16 +23,9 @@ from .tasks import REGISTRY_DIR, Example, Task
 def _rows(path: Path, fmt: str, columns: list[str] | None, header: bool) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{path}: benchmark data file not found")
-    text = path.read_text(encoding="utf-8-sig")
     if fmt == "jsonl":
-        rows = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-        return rows
+        return read_jsonl(path)
+    text = path.read_text(encoding="utf-8-sig")
     if fmt == "tsv":
         # GLUE sentences hold bare quote characters: no CSV quoting
         reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)

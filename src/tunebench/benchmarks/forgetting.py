@@ -1,6 +1,8 @@
 """Two benchmark runs of the same suite: per-task change with a paired bootstrap interval."""
 from __future__ import annotations
 
+import sys
+
 import json
 import random
 from pathlib import Path
@@ -99,4 +101,4 @@ def print_table(c: dict) -> None:
                       f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]", r["direction"], style=style)
     m = c["macro"]
     table.add_row("macro average", "", "", f"{m['base']:.3f}", f"{m['tuned']:.3f}", f"{m['delta']:+.3f}", "", "")
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 150).print(table)

@@ -1,0 +1,196 @@
+"""The HTML report a person reads: what was run, loss curves, before/after metrics, examples,
+forgetting. One self-contained file (plots embedded as PNG data), built from run directories.
+"""
+from __future__ import annotations
+
+import base64
+import difflib
+import html
+import io
+import json
+import time
+from pathlib import Path
+
+import jinja2
+
+from .errors import UserError
+from .runs import atomic_write_text
+
+_TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "report_templates"),
+                                autoescape=True, trim_blocks=True, lstrip_blocks=True)
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except json.JSONDecodeError:
+        return None
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to memory
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# ---------------------------------------------------------------------------- plots
+
+def loss_plot(log: list[dict]) -> str | None:
+    if not log:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.plot([r["step"] for r in log], [r["loss"] for r in log], lw=1, alpha=0.5, color="#1f77b4", label="training loss (per step)")
+    if len(log) >= 8:
+        k = max(len(log) // 15, 3)
+        smooth = [sum(r["loss"] for r in log[max(0, i - k + 1):i + 1]) / len(log[max(0, i - k + 1):i + 1]) for i in range(len(log))]
+        ax.plot([r["step"] for r in log], smooth, lw=2, color="#1f77b4", label=f"training loss ({k}-step mean)")
+    val = [(r["step"], r["val_loss"]) for r in log if r.get("val_loss") is not None]
+    if val:
+        ax.plot(*zip(*val), "o-", color="#d62728", label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (completion tokens)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    return _png(fig)
+
+
+def metrics_plot(rows: list[dict]) -> str:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), gridspec_kw={"width_ratios": [4, 1.2]})
+    rouge = [r for r in rows if r["metric"] != "bleu"]
+    x = range(len(rouge))
+    for ax, data, ylabel in ((axes[0], rouge, "F-measure (0..1)"), (axes[1], [r for r in rows if r["metric"] == "bleu"], "BLEU (0..100)")):
+        xs = list(range(len(data)))
+        ax.bar([i - 0.2 for i in xs], [r["base"] for r in data], 0.4, label="base", color="#9aa5b1")
+        ax.bar([i + 0.2 for i in xs], [r["tuned"] for r in data], 0.4, label="tuned", color="#2b8a3e")
+        ax.set_xticks(xs, [r["metric"] for r in data])
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def forgetting_plot(f: dict) -> str:
+    plt = _plt()
+    rows = f["tasks"]
+    fig, ax = plt.subplots(figsize=(7, 0.38 * len(rows) + 1.2))
+    ys = list(range(len(rows)))[::-1]
+    colors = {"worse": "#c92a2a", "better": "#2b8a3e"}
+    for y, r in zip(ys, rows):
+        lo, hi = r["ci95"]
+        ax.errorbar(r["delta"], y, xerr=[[r["delta"] - lo], [hi - r["delta"]]], fmt="o",
+                    color=colors.get(r["direction"], "#495057"), capsize=3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(ys, [r["task"] for r in rows])
+    ax.set_xlabel("tuned - base (primary metric), 95% paired bootstrap interval")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------- text
+
+def word_diff(a: str, b: str) -> tuple[str, str]:
+    """HTML of a and b with the words that differ between them marked."""
+    wa, wb = a.split(), b.split()
+    out_a, out_b = [], []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=wa, b=wb, autojunk=False).get_opcodes():
+        seg_a, seg_b = html.escape(" ".join(wa[i1:i2])), html.escape(" ".join(wb[j1:j2]))
+        if op == "equal":
+            out_a.append(seg_a), out_b.append(seg_b)
+        else:
+            if seg_a:
+                out_a.append(f'<mark class="del">{seg_a}</mark>')
+            if seg_b:
+                out_b.append(f'<mark class="ins">{seg_b}</mark>')
+    return " ".join(out_a), " ".join(out_b)
+
+
+def _examples(base_dir: Path, tuned_dir: Path, n: int = 6) -> list[dict]:
+    base = _jsonl(base_dir / "predictions.jsonl")
+    tuned = {r["id"]: r for r in _jsonl(tuned_dir / "predictions.jsonl")}
+    out = []
+    for r in base[:n]:
+        t = tuned.get(r["id"])
+        if not t:
+            continue
+        b_html, t_html = word_diff(r["prediction"], t["prediction"])
+        out.append({"id": r["id"], "prompt": r["prompt"], "references": r["references"], "base": b_html, "tuned": t_html})
+    return out
+
+
+# ---------------------------------------------------------------------------- assembling
+
+def _section_for(run: Path) -> dict:
+    """Everything found in one directory: a recipe run, or a single stage's directory."""
+    s: dict = {"path": str(run), "title": run.name}
+    recipe = _json(run / "recipe.json")
+    stage = _json(run / "run.json")
+    s["recipe"] = recipe
+    train_dir = run / "train" if (run / "train").is_dir() else (run if (run / "log.jsonl").is_file() else None)
+    if train_dir is not None:
+        s["train_manifest"] = _json(train_dir / "run.json")
+        s["loss_plot"] = loss_plot(_jsonl(train_dir / "log.jsonl"))
+    data_manifest = _json(run / "data" / "run.json")
+    if data_manifest:
+        s["data"] = data_manifest.get("summary")
+    compare = _json(run / "compare.json")
+    if compare:
+        # a recipe run holds its evaluations; compare.json's paths are relative to where it ran
+        base_dir = run / "base" if (run / "base").is_dir() else Path(compare["base_run"])
+        tuned_dir = run / "tuned" if (run / "tuned").is_dir() else Path(compare["tuned_run"])
+        s["compare"] = compare
+        s["metrics_plot"] = metrics_plot(compare["metrics"])
+        s["examples"] = _examples(base_dir, tuned_dir)
+        s["efficiency"] = [{"run": d.name, **((_json(d / "metrics.json") or {}).get("efficiency") or {})}
+                           for d in (base_dir, tuned_dir)]
+    elif (run / "metrics.json").is_file():
+        s["metrics"] = _json(run / "metrics.json")
+    forgetting = _json(run / "forgetting.json")
+    if forgetting:
+        s["forgetting"] = forgetting
+        s["forgetting_plot"] = forgetting_plot(forgetting)
+    benches = [d for d in (run / "base-bench", run / "tuned-bench", run) if (d / "results.json").is_file()]
+    s["benches"] = [{"name": d.name, **_json(d / "results.json")} for d in benches]
+    manifests = [m for m in (stage, s.get("train_manifest"), _json(run / "base" / "run.json")) if m]
+    s["environment"] = manifests[0]["environment"] if manifests else None
+    s["stages"] = [{"stage": p.parent.name if p.parent != run else m.get("stage"), "wall_time_s": m.get("wall_time_s"),
+                    "started": m.get("started")}
+                   for p in sorted(run.glob("*/run.json")) + [run / "run.json"] if (m := _json(p))]
+    if not any(k in s for k in ("recipe", "compare", "metrics", "forgetting", "loss_plot")) and not s["benches"]:
+        raise UserError(f"{run}: nothing to report (no recipe.json, compare.json, metrics.json, log.jsonl or results.json)")
+    return s
+
+
+def build(runs: list[Path | str]) -> str:
+    from . import __version__
+
+    sections = [_section_for(Path(r)) for r in runs]
+    return _TEMPLATES.get_template("report.html.j2").render(
+        sections=sections, version=__version__, generated=time.strftime("%Y-%m-%d %H:%M"),
+        dumps=lambda x: json.dumps(x, indent=2, ensure_ascii=False, default=str))
+
+
+def write(runs: list[Path | str], out: Path | str) -> Path:
+    out = Path(out)
+    atomic_write_text(out, build(runs))
+    return out

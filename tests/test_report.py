@@ -1,0 +1,83 @@
+"""The HTML report of a small real run, rendered in headless Chromium; and `tunebench chat`."""
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+from conftest import DIALOGSUM, REPO
+from tunebench.cli import main
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def small_run(tiny_llama, tmp_path_factory):
+    """The demo recipe end to end on the tiny model: real data, real metrics, real benchmark tasks."""
+    out = tmp_path_factory.mktemp("run") / "demo"
+    assert main(["run", str(REPO / "recipes" / "dialogsum-lora.yaml"), "--set", f"out={out}",
+                 "--set", f"model.model={tiny_llama}", "--set", f"data.path={DIALOGSUM}",
+                 "--set", "data.train_limit=24", "--set", "data.validation_limit=4", "--set", "data.test_limit=4",
+                 "--set", "train.epochs=2", "--set", "train.batch_size=4", "--set", "train.lr=1e-2",
+                 "--set", "evaluate.max_new_tokens=12", "--set", "forgetting.suite=[]",
+                 "--set", "forgetting.task=[superglue/copa, glue/sst2, bigbench/object_counting]",
+                 "--set", "forgetting.limit=8", "--set", "forgetting.max_new_tokens=4"]) == 0
+    return out
+
+
+def test_report_has_every_section(small_run):
+    html = (small_run / "report.html").read_text()
+    for text in ("What was run", "Training and validation loss", "Before and after", "Examples", "Forgetting",
+                 "tasks significantly worse", "rougeLsum", "Efficiency"):
+        assert text in html, text
+    assert html.count("data:image/png;base64,") == 3  # loss, metrics, forgetting
+    assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched to view it
+    assert (small_run / "train" / "tensorboard").is_dir() and any((small_run / "train" / "tensorboard").iterdir())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
+def test_report_renders_in_headless_chromium(small_run, tmp_path):
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((small_run / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert errors == []
+    assert len(images) == 3 and all(ok and w > 100 and h > 100 for ok, w, h in images)
+    img = Image.open(shot).convert("L")
+    lo, hi = img.getextrema()
+    assert hi - lo > 100 and len(set(img.resize((64, 64)).tobytes())) > 20  # not blank
+    keep = os.environ.get("TUNEBENCH_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)
+
+
+def test_chat_through_a_pseudo_terminal(small_run):
+    import pexpect
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    child = pexpect.spawn(sys.executable, ["-m", "tunebench.cli", "chat", str(small_run / "train"), "--compare",
+                                           "--template", "dialogsum/summarize_conversation", "--max-new-tokens", "6"],
+                          env=env, encoding="utf-8", timeout=120)
+    child.expect("you> ")
+    child.sendline("#Person1#: Hi, how are you?\\n#Person2#: Fine, thanks.")
+    child.expect(r" base> .*\r\n")
+    child.expect(r"tuned> .*\r\n")
+    child.expect("you> ")
+    child.sendline("/quit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
