@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tunebench-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast clean
+.PHONY: install browser demo test test-fast clean
 
 install: $(STAMP)
 
@@ -24,7 +24,13 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(VENV)/bin/tunebench run recipes/dialogsum-lora.yaml
 
-test: install
+# The report test renders HTML in Debian's chromium; as root (CI) it is installed here, elsewhere
+# that one test is skipped when no chromium is on PATH.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: install browser
 	$(PY) -m pytest -q
 
 test-fast: install
