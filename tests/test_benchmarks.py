@@ -176,7 +176,7 @@ def test_bench_run_results_and_resume(tiny_llama, tmp_path, capsys):
     assert 0 <= mc["scores"]["accuracy"] <= 1 and mc["shots"] == 0 and mc["model"] == str(tiny_llama)
     rows = [json.loads(l) for l in (tmp_path / "run" / "examples.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and all("score" in r for r in rows)
-    assert {"choices", "logprobs", "prediction", "gold"} <= set(rows[-1])
+    assert {"choices", "scores", "prediction", "gold", "score"} <= set(rows[-1])
     capsys.readouterr()
     assert main(argv) == 0
     assert capsys.readouterr().out.count("done earlier, kept") == 2

@@ -1,7 +1,8 @@
 """Run tasks on a model: per-example results as they go, task metrics, suite aggregates.
 
 Writes DIR/results.json (one entry per task: name, kind, metric names and values, n, shots,
-model) and DIR/examples.jsonl (each example's choices, scores and prediction). Finished tasks
+model) and DIR/examples.jsonl (each example's choices, their log-likelihood `scores`, the
+`prediction`, and `score`: the example's value of the task's primary metric). Finished tasks
 are kept in DIR/tasks/ and not recomputed when the same run is started again.
 """
 from __future__ import annotations
@@ -81,8 +82,9 @@ def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int 
         choice_scores = scorer.score(examples, desc=task.name)
         mc = multiple_choice_metrics(examples, choice_scores)
         for row, e, cs, pred, pred_norm in zip(rows, examples, choice_scores, mc["pred"], mc["pred_norm"]):
-            row.update(choices=e.choices, gold=e.gold, logprobs=[c.logprob for c in cs],
-                       logprobs_norm=[c.logprob / max(c.chars, 1) for c in cs], prediction=pred,
+            # scores: each choice's summed log-likelihood; scores_norm: per character
+            row.update(choices=e.choices, gold=e.gold, scores=[c.logprob for c in cs],
+                       scores_norm=[c.logprob / max(c.chars, 1) for c in cs], prediction=pred,
                        prediction_norm=pred_norm, correct=pred == e.gold)
         scores.update(accuracy=mc["accuracy"], accuracy_norm=mc["accuracy_norm"])
         per_example["accuracy"] = [float(p == e.gold) for p, e in zip(mc["pred"], examples)]
