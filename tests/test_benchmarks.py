@@ -230,3 +230,17 @@ def test_bad_task_file_through_the_cli(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "target 'perhaps' is not among the choices" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_missing_benchmark_file_is_a_clear_error(tmp_path, monkeypatch):
+    from tunebench.benchmarks import tasks as tasks_mod
+
+    monkeypatch.setenv("TUNEBENCH_DATA", str(tmp_path))  # an empty data root
+    tasks_mod._registry.cache_clear()
+    try:
+        task = tasks_mod.registry()["glue/sst2"]
+        assert task.size is None
+        with pytest.raises(UserError, match=r"glue/SST-2/dev\.tsv: benchmark data file not found"):
+            task.load(0, 0)
+    finally:
+        tasks_mod._registry.cache_clear()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from .config import (BenchConfig, CompareConfig, DataConfig, GenerateConfig, ModelConfig, TrainConfig, add_flags, from_flags,
@@ -83,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if argv is None and hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `tunebench bench --list | head` ends quietly
     args = _parser().parse_args(argv)
     try:
         return _dispatch(args) or 0
@@ -160,14 +163,14 @@ def _bench(args) -> None:
         for name, spec in suites().items():
             try:
                 tasks, limit = resolve_tasks(suite_names=[name])
-                size = sum(min(t.size, limit) if limit else t.size for t in tasks)
+                size = sum(min(t.size, limit) if limit else t.size for t in tasks if t.size)
                 print(f"  {name:<22} {len(tasks):>3} tasks {size:>6} examples  {spec['description']}"
                       + (f" (first {limit} per task)" if limit else ""))
             except UserError as e:
                 print(f"  {name:<22} unavailable: {e}")
         print("tasks:")
         for name, t in reg.items():
-            print(f"  {name:<48} {t.kind:<16} {t.size if t.size is not None else '':>6}  {t.source}")
+            print(f"  {name:<48} {t.kind:<16} {t.size if t.size is not None else 'missing':>7}  {t.source}")
         return
     if not args.out:
         raise UserError("bench: --out is required (where results.json goes)")

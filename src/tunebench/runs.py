@@ -132,6 +132,7 @@ class Stage:
                     "stage": self.stage,
                     "status": "complete",
                     "config": self.config,
+                    "seed": _find_seed(self.config),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.t0)),
                     "wall_time_s": round(time.time() - self.t0, 2),
                     "command": sys.argv,
@@ -140,6 +141,16 @@ class Stage:
                 },
             )
         return False
+
+
+def _find_seed(config: dict):
+    """The seed a stage ran with, wherever its config keeps it."""
+    if "seed" in config:
+        return config["seed"]
+    for v in config.values():
+        if isinstance(v, dict) and "seed" in v:
+            return v["seed"]
+    return None
 
 
 def completed(out: Path | str, config: dict) -> bool:

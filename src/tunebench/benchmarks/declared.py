@@ -86,7 +86,8 @@ class _Spec:
 
     def task(self) -> Task:
         s = self.spec
-        size = len(_rows(self.path, s.get("format", "csv"), s.get("columns"), s.get("header", False)))
+        # a missing data file keeps its task registered: asking for it gives a clear error, not "unknown task"
+        size = len(_rows(self.path, s.get("format", "csv"), s.get("columns"), s.get("header", False))) if self.path.is_file() else None
         return Task(name=self.name, family=self.family, kind="multiple_choice", metrics=["accuracy"],
                     source=str(self.path), load=self.load, category=self.category or self.family, size=size)
 
@@ -103,8 +104,6 @@ def declared_tasks(root: Path) -> list[Task]:
         for t in spec["tasks"]:
             merged = {**spec.get("defaults", {}), **t}
             path = root / merged["path"]
-            if not path.is_file():
-                continue  # a data set not present here simply has no task
             shots = root / merged["shots_path"] if merged.get("shots_path") else None
             tasks.append(_Spec(t["name"], spec["family"], path, merged, shots).task())
     return tasks
