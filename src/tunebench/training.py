@@ -218,6 +218,11 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
+    # cheap checks of the user's input first: a typo in a path should not wait for a model to load
+    train_ex = load_prepared(data_dir, "train")
+    val_path = Path(data_dir) / "validation.jsonl"
+    val_ex = load_prepared(data_dir, "validation") if val_path.is_file() else []
+
     resolved = models.resolve(model_cfg.model)
     tok = models.load_tokenizer(resolved.path, model_cfg.trust_remote_code)
     seq2seq = models.is_encoder_decoder(resolved.path, model_cfg.trust_remote_code)
@@ -225,10 +230,6 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
     dtype = models.pick_dtype(cfg.precision, device)
     if seq2seq and dtype == torch.float16:
         raise UserError("T5/BART train in fp32 or bf16 only (fp16 overflows to NaN)")
-
-    train_ex = load_prepared(data_dir, "train")
-    val_path = Path(data_dir) / "validation.jsonl"
-    val_ex = load_prepared(data_dir, "validation") if val_path.is_file() else []
     train_enc, skipped = encode_all(fmt, train_ex, cfg.max_length, cfg.overlong, f"{data_dir}/train.jsonl")
     val_enc, val_skipped = encode_all(fmt, val_ex, cfg.max_length, "skip", "validation") if val_ex else ([], 0)
     lengths = [len(e["input_ids"]) for e in train_enc]
