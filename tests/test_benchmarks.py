@@ -174,6 +174,9 @@ def test_bench_run_results_and_resume(tiny_llama, tmp_path, capsys):
     assert gen["kind"] == "generate" and set(gen["scores"]) == {"exact_str_match", "bleu"} and gen["n"] == 2
     assert mc["kind"] == "multiple_choice" and {"accuracy", "accuracy_norm", "multiple_choice_grade"} <= set(mc["scores"])
     assert 0 <= mc["scores"]["accuracy"] <= 1 and mc["shots"] == 0 and mc["model"] == str(tiny_llama)
+    assert 0 <= mc["metrics"]["calibration"]["ece"] <= 1 and "not_applicable" in gen["metrics"]["calibration"]
+    eff = gen["metrics"]["efficiency"]
+    assert eff["generated_tokens"] > 0 and eff["estimated_flops_per_example"] > 0 and eff["peak_rss_mb"] > 0
     rows = [json.loads(l) for l in (tmp_path / "run" / "examples.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and all("score" in r for r in rows)
     assert {"choices", "scores", "prediction", "gold", "score"} <= set(rows[-1])

@@ -18,6 +18,7 @@ def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, ma
     outputs: list[str] = [""] * len(prompts)
     prompt_tokens = sum(len(e) for e in encoded)
     new_tokens = 0
+    sum_sq = 0  # sum over examples of (prompt + output length)^2: the attention term of a FLOPs estimate
     eos = _stop_ids(model, tok)
     t0 = time.time()
     model.eval()
@@ -32,12 +33,13 @@ def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, ma
             for i, row in zip(idx, gen):
                 ids = _until_eos(row.tolist(), eos, tok.pad_token_id, fmt.seq2seq)
                 new_tokens += len(ids)
+                sum_sq += (len(encoded[i]) + len(ids)) ** 2
                 outputs[i] = tok.decode(ids, skip_special_tokens=True).strip()
             bar.update(len(idx))
     seconds = time.time() - t0
     stats = {"examples": len(prompts), "prompt_tokens": prompt_tokens, "generated_tokens": new_tokens,
              "seconds": round(seconds, 2), "examples_per_s": round(len(prompts) / max(seconds, 1e-9), 3),
-             "generated_tokens_per_s": round(new_tokens / max(seconds, 1e-9), 1)}
+             "generated_tokens_per_s": round(new_tokens / max(seconds, 1e-9), 1), "sum_sq_lengths": sum_sq}
     return outputs, stats
 
 

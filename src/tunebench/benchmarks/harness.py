@@ -19,6 +19,7 @@ from .. import models
 from ..batching import Formatter
 from ..errors import UserError
 from ..runs import Stage, read_json, write_json, write_jsonl
+from .multimetric import calibration_for_rows, efficiency
 from .scoring import Scorer, postprocess
 from .tasks import Example, Task
 
@@ -71,6 +72,8 @@ def run_bench(model_cfg, cfg, tasks: list[Task], out: Path | str, limit: int | N
 
 def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None) -> tuple[dict, list[dict]]:
     t0 = time.time()
+    tokens0, sq0 = scorer.tokens, scorer.sum_sq_lengths
+    gen_stats = {"prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0, "sum_sq_lengths": 0}
     examples = task.load(cfg.shots, cfg.seed)
     if limit:
         examples = examples[:limit]
@@ -98,8 +101,8 @@ def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int 
     if task.kind == "generate" or wanted_gen:
         from ..generation import generate
 
-        raw, _ = generate(model, fmt, [e.context for e in examples], cfg.batch_size, cfg.max_new_tokens,
-                          desc=f"{task.name} (generate)")
+        raw, gen_stats = generate(model, fmt, [e.context for e in examples], cfg.batch_size, cfg.max_new_tokens,
+                                  desc=f"{task.name} (generate)")
         outputs = [postprocess(r, task.stop_string, task.output_regex) for r in raw]
         for row, o, r in zip(rows, outputs, raw):
             row.update(generated=r, output=o)
@@ -115,10 +118,19 @@ def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int 
     primary = task.preferred if task.preferred in per_example else ("accuracy" if "accuracy" in per_example else next(iter(per_example)))
     for row, s in zip(rows, per_example[primary]):
         row["score"] = s
+    seconds = time.time() - t0
+    families = {
+        "accuracy": {k: v for k, v in scores.items()} | {"primary_metric": primary, "primary": scores[primary]},
+        "calibration": calibration_for_rows(rows if task.kind == "multiple_choice" else []),
+        "efficiency": efficiency(seconds, len(examples), scorer.tokens - tokens0 + gen_stats["prompt_tokens"],
+                                 scorer.sum_sq_lengths - sq0 + gen_stats["sum_sq_lengths"], gen_stats["generated_tokens"],
+                                 gen_stats["seconds"], model),
+    }
     entry = {"name": task.name, "family": task.family, "category": task.category, "kind": task.kind,
              "metric_names": sorted(scores), "scores": scores, "primary_metric": primary, "primary": scores[primary],
              "n": len(examples), "shots": cfg.shots, "source": task.source, "not_computed": not_computed,
-             "seconds": round(time.time() - t0, 2), "examples_per_s": round(len(examples) / max(time.time() - t0, 1e-9), 2)}
+             "metrics": families,
+             "seconds": round(seconds, 2), "examples_per_s": round(len(examples) / max(seconds, 1e-9), 2)}
     return entry, rows
 
 

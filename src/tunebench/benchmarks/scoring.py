@@ -42,6 +42,9 @@ class Scorer:
         can_pack = (not self.seq2seq) and model.config.model_type in models.HEAD_OF_HIDDEN
         self.packed = can_pack if packed is None else (packed and can_pack)
         self.max_len = getattr(model.config, "max_position_embeddings", 4096) or 4096
+        # what the model actually ran, for the efficiency figures
+        self.tokens = 0
+        self.sum_sq_lengths = 0
 
     # ------------------------------------------------------------------ encoding
     def encode(self, context: str, choices: list[str]) -> tuple[list[int], list[list[int]]]:
@@ -101,6 +104,8 @@ class Scorer:
             seqs.append(ids), segs.append(seg), poss.append(pos), gathers.append(gather)
         T = max(len(s) for s in seqs)
         B = len(seqs)
+        self.tokens += sum(len(s) for s in seqs)
+        self.sum_sq_lengths += sum(len(s) ** 2 for s in seqs)
         ids = torch.full((B, T), self.tok.pad_token_id, dtype=torch.long)
         seg = torch.full((B, T), -1, dtype=torch.long)
         pos = torch.zeros((B, T), dtype=torch.long)
@@ -136,6 +141,8 @@ class Scorer:
         pad = self.tok.pad_token_id
         if self.seq2seq:
             n, m = max(len(p[2]) for p in pairs), max(len(p[3]) for p in pairs)
+            self.tokens += sum(len(p[2]) + len(p[3]) for p in pairs)
+            self.sum_sq_lengths += sum(len(p[2]) ** 2 + len(p[3]) ** 2 for p in pairs)
             ids = torch.full((len(pairs), n), pad, dtype=torch.long)
             att = torch.zeros((len(pairs), n), dtype=torch.long)
             labels = torch.full((len(pairs), m), -100, dtype=torch.long)
@@ -150,6 +157,8 @@ class Scorer:
                 out[b][k] = float(lp[torch.arange(len(c)), torch.tensor(c, device=lp.device)].sum())
             return out
         seqs = [(ctx + c)[-(self.max_len + 1):][:-1] for _, _, ctx, c in pairs]
+        self.tokens += sum(len(s) for s in seqs)
+        self.sum_sq_lengths += sum(len(s) ** 2 for s in seqs)
         n = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), n), pad, dtype=torch.long)
         att = torch.zeros((len(seqs), n), dtype=torch.long)
