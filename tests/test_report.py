@@ -81,3 +81,11 @@ def test_chat_through_a_pseudo_terminal(small_run):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_report_refuses_what_it_cannot_read(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing"), "-o", str(tmp_path / "r.html")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "r.html")]) == 2
+    assert "nothing to report" in capsys.readouterr().err and not (tmp_path / "r.html").exists()

@@ -142,6 +142,8 @@ def _examples(base_dir: Path, tuned_dir: Path, n: int = 6) -> list[dict]:
 
 def _section_for(run: Path) -> dict:
     """Everything found in one directory: a recipe run, or a single stage's directory."""
+    if not run.is_dir():
+        raise UserError(f"{run}: no such run directory")
     s: dict = {"path": str(run), "title": run.name}
     recipe = _json(run / "recipe.json")
     stage = _json(run / "run.json")
@@ -176,7 +178,7 @@ def _section_for(run: Path) -> dict:
     s["stages"] = [{"stage": p.parent.name if p.parent != run else m.get("stage"), "wall_time_s": m.get("wall_time_s"),
                     "started": m.get("started")}
                    for p in sorted(run.glob("*/run.json")) + [run / "run.json"] if (m := _json(p))]
-    if not any(k in s for k in ("recipe", "compare", "metrics", "forgetting", "loss_plot")) and not s["benches"]:
+    if not any(s.get(k) for k in ("recipe", "compare", "metrics", "forgetting", "loss_plot")) and not s["benches"]:
         raise UserError(f"{run}: nothing to report (no recipe.json, compare.json, metrics.json, log.jsonl or results.json)")
     return s
 
