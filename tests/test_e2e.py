@@ -93,3 +93,16 @@ def test_bench_cli_on_the_default_model(tmp_path):
     assert [t["name"] for t in res["tasks"]] == ["mmlu_cloze/anatomy", "bigbench/object_counting"]
     assert all(t["n"] == 6 and 0 <= t["primary"] <= 1 for t in res["tasks"])
     assert res["tasks"][1]["kind"] == "generate" and res["format"]["chat_template"] is False
+
+
+def test_evaluate_with_metric_families_on_the_default_model(prepared, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--data", str(prepared), "--out", str(out), "--limit", "3", "--max-new-tokens", "16",
+                 "--metrics", "all"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    fam = m["metrics"]
+    assert set(fam) == {"accuracy", "calibration", "robustness", "fairness", "bias", "toxicity", "efficiency"}
+    assert fam["accuracy"]["rouge1"] == m["rouge1"] and "not_applicable" in fam["calibration"]
+    assert 0 <= fam["toxicity"]["toxic_fraction"] <= 1 and "alt-profanity-check" in fam["toxicity"]["classifier"]
+    assert fam["efficiency"]["estimated_flops_per_example"] > 1e9 and fam["efficiency"]["peak_rss_mb"] > 100
+    assert "gender_demographic_representation" in fam["bias"]

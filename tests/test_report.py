@@ -29,7 +29,8 @@ def small_run(tiny_llama, tmp_path_factory):
 def test_report_has_every_section(small_run):
     html = (small_run / "report.html").read_text()
     for text in ("What was run", "Training and validation loss", "Before and after", "Examples", "Forgetting",
-                 "tasks significantly worse", "rougeLsum", "Efficiency"):
+                 "tasks significantly worse", "rougeLsum", "Efficiency", "All metric families (summaries)",
+                 "All metric families (benchmarks", "toxic_fraction", "gender_demographic_representation"):
         assert text in html, text
     assert html.count("data:image/png;base64,") == 3  # loss, metrics, forgetting
     assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched to view it

@@ -40,7 +40,11 @@ def compare(base_run: Path | str, tuned_run: Path | str, n_examples: int = 3) ->
         examples.append({"id": r["id"], "prompt": r["prompt"], "reference": r["references"][0],
                          "base": r["prediction"], "tuned": t["prediction"],
                          "base_rougeL": pr[0]["rougeL"], "tuned_rougeL": pr[1]["rougeL"]})
+    from .benchmarks.multimetric import family_rows
+
+    families = family_rows(base_m.get("metrics", {}), tuned_m.get("metrics", {}))
     return {"base_run": str(base_run), "tuned_run": str(tuned_run), "base_model": base_m.get("model"),
+            "families": families,
             "tuned_model": tuned_m.get("model"), "n": base_m.get("n"), "data": base_m.get("data"),
             "metrics": rows, "examples": examples,
             "scoring": {"rouge": "rouge-score, stemming on, F-measure; per example the best-matching of the "
@@ -57,6 +61,15 @@ def to_markdown(c: dict) -> str:
     for r in c["metrics"]:
         rel = f"{r['relative_change']:+.1%}" if r["relative_change"] is not None else "n/a"
         lines.append(f"| {r['metric']} | {r['base']:.4f} | {r['tuned']:.4f} | {r['change']:+.4f} | {rel} |")
+    if c.get("families"):
+        lines += ["", "## All metric families", "", "| family | figure | base | tuned | change | better |", "|---|---|---:|---:|---:|---|"]
+        for r in c["families"]:
+            if r.get("figure") is None:
+                lines.append(f"| {r['family']} | n/a: {r['note']} | | | | |")
+            elif isinstance(r.get("base"), (int, float)) and isinstance(r.get("tuned"), (int, float)):
+                lines.append(f"| {r['family']} | {r['figure']} | {r['base']:.4g} | {r['tuned']:.4g} | {r['delta']:+.4g} | {r['better']} |")
+            else:
+                lines.append(f"| {r['family']} | {r['figure']} | {r['base']} | {r['tuned']} | | {r['better']} |")
     for e in c["examples"]:
         dialogue = e["prompt"].replace("\n", "<br>")
         lines += ["", f"## {e['id']}", "", f"<details><summary>prompt</summary>{dialogue}</details>", "",

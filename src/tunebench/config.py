@@ -92,6 +92,8 @@ class GenerateConfig(Section):
     max_new_tokens: int = Field(96, gt=0)
     num_beams: int = Field(1, gt=0, description="1 = greedy")
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    metrics: list[Literal["all", "accuracy", "bias", "toxicity", "efficiency"]] = Field(
+        default_factory=list, description="HELM-style families to add to metrics.json (all: every one that applies)")
 
 
 class BenchConfig(Section):
@@ -107,6 +109,9 @@ class BenchConfig(Section):
         "fp32", description="fp32 keeps choices identical across batch sizes and to lm-eval; bf16 is ~2x faster")
     chat_template: Literal["auto", "on", "off"] = Field("off", description="wrap contexts in the chat template")
     max_new_tokens: int = Field(32, gt=0, description="for generative tasks")
+    metrics: list[Literal["all", "robustness", "fairness"]] = Field(
+        default_factory=list, description="also score perturbed copies: robustness (5 perturbations), fairness "
+        "(3 counterfactuals); each costs one more pass per perturbation. accuracy, calibration and efficiency are always on")
 
 
 class ForgettingConfig(BenchConfig):

@@ -52,29 +52,64 @@ def generate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
         rows = [{"id": e["id"], "prompt": e["prompt"], "prediction": p, "references": e.get("references") or [e["completion"]]}
                 for e, p in zip(examples, preds)]
         write_jsonl(Path(out) / "predictions.jsonl", rows)
-        st.extra["efficiency"] = {**stats, "precision": str(dtype).replace("torch.", ""), "device": str(device)}
+        st.extra["efficiency"] = {**stats, **_cost(model, stats), "precision": str(dtype).replace("torch.", ""),
+                                  "device": str(device)}
         st.extra["model"] = {"name": model_cfg.model, "path": resolved.path, "adapter": resolved.adapter}
     return {"predictions": rows, "efficiency": st.extra["efficiency"]}
 
 
-def score_stage(out: Path | str, model_name: str, data: str) -> dict:
-    """metrics.json from predictions.jsonl."""
+def _cost(model, stats: dict) -> dict:
+    """Peak memory and the estimated forward FLOPs per example of a generation run."""
+    from .benchmarks.multimetric import efficiency
+
+    e = efficiency(stats["seconds"], stats["examples"], stats["prompt_tokens"], stats["sum_sq_lengths"],
+                   stats["generated_tokens"], stats["seconds"], model)
+    return {k: e[k] for k in e if k.startswith(("peak_", "estimated_"))}
+
+
+def score_stage(out: Path | str, model_name: str, data: str, families: list[str] = ()) -> dict:
+    """metrics.json from predictions.jsonl; `families` adds HELM-style metric families."""
     from .metrics import score
     from .runs import read_jsonl
 
     rows = read_jsonl(Path(out) / "predictions.jsonl")
-    m = score([r["prediction"] for r in rows], [r["references"] for r in rows])
+    preds = [r["prediction"] for r in rows]
+    m = score(preds, [r["references"] for r in rows])
     manifest = read_json(Path(out) / "run.json") if (Path(out) / "run.json").is_file() else {}
     metrics = {**m, "n": len(rows), "model": model_name, "data": data,
                "efficiency": manifest.get("efficiency")}
+    if families:
+        metrics["metrics"] = generation_families(m, preds, manifest.get("efficiency"), families)
     write_json(Path(out) / "metrics.json", metrics)
     return metrics
+
+
+def generation_families(scores: dict, predictions: list[str], efficiency: dict | None, wanted: list[str]) -> dict:
+    """The HELM families that apply to free-form generations (summaries)."""
+    from .benchmarks.multimetric import bias, toxicity
+
+    wanted = set(wanted)
+    every = "all" in wanted
+    out: dict = {}
+    if every or "accuracy" in wanted:
+        out["accuracy"] = {k: scores[k] for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")}
+    if every:
+        out["calibration"] = {"not_applicable": "free-form summaries have no answer choices to be confident about"}
+        out["robustness"] = {"not_applicable": "measured on benchmark tasks (tunebench bench --metrics), not on summaries"}
+        out["fairness"] = {"not_applicable": "measured on benchmark tasks (tunebench bench --metrics), not on summaries"}
+    if every or "bias" in wanted:
+        out["bias"] = bias(predictions)
+    if every or "toxicity" in wanted:
+        out["toxicity"] = toxicity(predictions)
+    if every or "efficiency" in wanted:
+        out["efficiency"] = efficiency or {"not_applicable": "no generation manifest (run.json) beside the predictions"}
+    return out
 
 
 def evaluate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path | str, out: Path | str) -> dict:
     generate_stage(model_cfg, cfg, data_dir, out)
     data = f"{Path(data_dir).resolve()}:{cfg.split}" + (f"[:{cfg.limit}]" if cfg.limit else "")
-    return score_stage(out, model_cfg.model, data)
+    return score_stage(out, model_cfg.model, data, cfg.metrics)
 
 
 def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:

@@ -80,9 +80,15 @@ def _variables(text: str, source: str) -> set[str]:
         raise UserError(f"{source}:{e.lineno}: template syntax error ({e.message})") from None
 
 
+@lru_cache(maxsize=512)
+def compiled(text: str) -> jinja2.Template:
+    """Compile a template once: compiling costs far more than rendering."""
+    return _ENV.from_string(text)
+
+
 def _render(text: str, record: dict, what: str) -> str:
     try:
-        return _ENV.from_string(text).render(**record)
+        return compiled(text).render(**record)
     except jinja2.UndefinedError as e:
         raise UserError(f"{what}: {e.message} (record fields: {', '.join(sorted(record))})") from None
     except jinja2.exceptions.SecurityError as e:

@@ -101,8 +101,8 @@ def task_from_file(path: Path, name: str | None = None, category: str = "bigbenc
     fmt["append_choices_to_input"] = _bool(fmt["append_choices_to_input"])
     examples = _dedupe(data["examples"])
 
-    def load(shots: int, seed: int) -> list[Example]:
-        return build_examples(examples, fmt, kind, shots, seed, path)
+    def load(shots: int, seed: int, perturb=None) -> list[Example]:
+        return build_examples(examples, fmt, kind, shots, seed, path, perturb)
 
     return Task(name=name or f"bigbench/{data['name']}", family="bigbench", kind=kind, metrics=list(data["metrics"]),
                 source=str(path), load=load, category=category, size=len(examples),
@@ -110,33 +110,39 @@ def task_from_file(path: Path, name: str | None = None, category: str = "bigbenc
                 preferred=data.get("preferred_score"))
 
 
-def build_examples(raw: list[dict], fmt: dict, kind: str, shots: int, seed: int, path) -> list[Example]:
+def build_examples(raw: list[dict], fmt: dict, kind: str, shots: int, seed: int, path, perturb=None) -> list[Example]:
+    """Examples with their contexts; `perturb(text, index)` changes the evaluated input only, never the shots."""
     rng = random.Random(seed)
-    formatted = []
-    for i, ex in enumerate(raw):
-        text = ex["input"]
-        choices = list(ex["target_scores"]) if "target_scores" in ex else []
-        if choices and fmt["append_choices_to_input"]:
-            order = sorted(choices)
+    orders = []
+    for ex in raw:  # choice order drawn once per example, so a perturbed copy lists them alike
+        order = sorted(ex["target_scores"]) if "target_scores" in ex else []
+        if order and fmt["append_choices_to_input"]:
             rng.shuffle(order)
+        orders.append(order)
+
+    def query(text: str, order: list[str]) -> str:
+        if order and fmt["append_choices_to_input"]:
             text += fmt["choice_prefix"] + fmt["choice_prefix"].join(order)
-        query = fmt["example_input_prefix"] + text + fmt["example_output_prefix"]
+        return fmt["example_input_prefix"] + text + fmt["example_output_prefix"]
+
+    formatted = []
+    for ex, order in zip(raw, orders):
         if "target" in ex:
             targets = ex["target"] if isinstance(ex["target"], list) else [ex["target"]]
         else:
             best = max(ex["target_scores"].values())
             targets = [next(k for k, v in ex["target_scores"].items() if v == best)]
-        formatted.append((query, choices, targets, ex.get("target_scores")))
+        formatted.append((query(ex["input"], order), list(ex.get("target_scores", {})), targets, ex.get("target_scores")))
     if shots and len(formatted) < shots + 1:
         raise UserError(f"{path}: {len(formatted)} distinct examples, too few for {shots} shots")
     out = []
-    for i, (query, choices, targets, scores) in enumerate(formatted):
-        context = query
+    for i, (q, choices, targets, scores) in enumerate(formatted):
+        context = query(perturb(raw[i]["input"], i), orders[i]) if perturb else q
         if shots:
             pool = [j for j in range(len(formatted)) if j != i]
             picked = rng.sample(pool, shots)
             context = fmt["few_shot_example_separator"].join(
-                formatted[j][0] + rng.choice(formatted[j][2]) for j in picked) + fmt["few_shot_example_separator"] + query
+                formatted[j][0] + rng.choice(formatted[j][2]) for j in picked) + fmt["few_shot_example_separator"] + context
         context = fmt["task_prefix"] + context
         if kind == "multiple_choice":
             s = [float(scores[c]) for c in choices]

@@ -16,7 +16,7 @@ import yaml
 
 from ..errors import UserError
 from ..runs import read_jsonl
-from ..templates import _ENV
+from ..templates import compiled
 from .tasks import REGISTRY_DIR, Example, Task
 
 
@@ -40,7 +40,7 @@ def _rows(path: Path, fmt: str, columns: list[str] | None, header: bool) -> list
 
 def _render(template: str, row: dict, where: str) -> str:
     try:
-        return _ENV.from_string(template).render(**row, row=row)
+        return compiled(template).render(**row, row=row)
     except Exception as e:
         raise UserError(f"{where}: cannot render template ({e})") from None
 
@@ -50,12 +50,14 @@ class _Spec:
         self.name, self.family, self.path, self.spec = name, family, path, spec
         self.shots_path, self.description, self.category = shots_path, description, category
 
-    def docs(self, path: Path) -> list[tuple[str, list[str], int]]:
+    def docs(self, path: Path, perturb=None) -> list[tuple[str, list[str], int]]:
+        """(prompt, choices, gold) per row; `perturb(text, index)` changes the prompt's text fields only."""
         s = self.spec
         out = []
         for i, row in enumerate(_rows(path, s.get("format", "csv"), s.get("columns"), s.get("header", False))):
             where = f"{path}: row {i + 1}"
-            prompt = _render(s["prompt"], row, where)
+            shown = {k: perturb(v, i) if isinstance(v, str) else v for k, v in row.items()} if perturb else row
+            prompt = _render(s["prompt"], shown, where)
             choices = [_render(c, row, where) for c in s["choices"]]
             label = _render(s["label"], row, where).strip()
             if label not in {str(k) for k in s["label_map"]}:
@@ -64,10 +66,12 @@ class _Spec:
             out.append((prompt, choices, gold))
         return out
 
-    def load(self, shots: int, seed: int) -> list[Example]:
+    def load(self, shots: int, seed: int, perturb=None) -> list[Example]:
         s = self.spec
         td, fd = s.get("target_delimiter", " "), s.get("fewshot_delimiter", "\n\n")
-        docs = self.docs(self.path)
+        docs = self.docs(self.path, perturb)
+        # shots drawn from the same split stay unperturbed
+        plain = self.docs(self.path) if perturb and shots and not self.shots_path else docs
         shot_docs = self.docs(self.shots_path) if shots and self.shots_path else None
         rng = random.Random(seed)
         out = []
@@ -76,7 +80,7 @@ class _Spec:
                 if shot_docs is not None:  # a separate shots split: its first n, as lm-eval's first_n sampler
                     picked = shot_docs[:shots]
                 else:                      # else other examples of the same split, seeded
-                    picked = [docs[j] for j in rng.sample([j for j in range(len(docs)) if j != i], shots)]
+                    picked = [plain[j] for j in rng.sample([j for j in range(len(docs)) if j != i], shots)]
                 shot_text = fd.join(p + td + c[g] for p, c, g in picked) + fd
             else:
                 shot_text = ""

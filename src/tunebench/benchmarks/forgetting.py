@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..runs import atomic_write_text, write_json
 from .harness import load_results
+from .multimetric import FAMILIES, family_rows
 
 
 def paired_bootstrap(base: list[float], tuned: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -50,7 +51,8 @@ def compare_bench(base_run: Path | str, tuned_run: Path | str, reps: int = 2000)
         t = [te[i]["score"] for i in ids]
         lo, hi = paired_bootstrap(b, t, reps)
         delta = sum(t) / len(t) - sum(b) / len(b)
-        rows.append({"task": bt["name"], "metric": bt["primary_metric"], "n": len(ids),
+        families = family_rows(bt.get("metrics", {}), tt.get("metrics", {}))
+        rows.append({"task": bt["name"], "metric": bt["primary_metric"], "n": len(ids), "families": families,
                      "base": sum(b) / len(b), "tuned": sum(t) / len(t), "delta": delta,
                      "ci95": [lo, hi], "significant": lo > 0 or hi < 0,
                      "direction": "worse" if hi < 0 else "better" if lo > 0 else "no significant change"})
@@ -78,7 +80,29 @@ def to_markdown(c: dict) -> str:
     m = c["macro"]
     lines += [f"| **macro average** | | | {m['base']:.3f} | {m['tuned']:.3f} | {m['delta']:+.3f} | | |", "",
               f"Prompt format: {json.dumps(c['format'])}"]
+    lines += multimetric_markdown(c["tasks"])
     return "\n".join(lines) + "\n"
+
+
+def multimetric_markdown(tasks: list[dict]) -> list[str]:
+    """One row per task, one column per metric family: base -> tuned of the family's headline figure."""
+    present = [f for f in FAMILIES if any(r["family"] == f for t in tasks for r in t.get("families", []))]
+    if not present:
+        return []
+    lines = ["", "## All metric families (base -> tuned)", "",
+             "| task | " + " | ".join(f"{f} ({dict((r['family'], r.get('figure')) for t in tasks for r in t['families']).get(f) or 'n/a'})" for f in present) + " |",
+             "|---|" + "---|" * len(present)]
+    for t in tasks:
+        cells = []
+        by = {r["family"]: r for r in t.get("families", [])}
+        for f in present:
+            r = by.get(f)
+            if r is None or r.get("figure") is None or r.get("base") is None:
+                cells.append("n/a")
+            else:
+                cells.append(f"{r['base']:.3g} -> {r['tuned']:.3g}")
+        lines.append(f"| {t['task']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write(c: dict, out_dir: Path | str, stem: str = "forgetting") -> tuple[Path, Path]:

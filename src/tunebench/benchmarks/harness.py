@@ -20,6 +20,7 @@ from ..batching import Formatter
 from ..errors import UserError
 from ..runs import Stage, read_json, write_json, write_jsonl
 from .multimetric import calibration_for_rows, efficiency
+from .perturbations import FAIRNESS, ROBUSTNESS, seeded
 from .scoring import Scorer, postprocess
 from .tasks import Example, Task
 
@@ -47,7 +48,8 @@ def run_bench(model_cfg, cfg, tasks: list[Task], out: Path | str, limit: int | N
             cache = out / "tasks" / (re.sub(r"[^A-Za-z0-9_.-]", "__", task.name) + ".json")
             if cache.is_file():
                 done = read_json(cache)
-                if done["entry"]["format"] == fmt_info and done["entry"]["model"] == model_cfg.model:
+                if (done["entry"]["format"] == fmt_info and done["entry"]["model"] == model_cfg.model
+                        and done["entry"].get("metrics_requested") == sorted(cfg.metrics)):
                     entries.append(done)
                     print(f"[bench] {i}/{len(tasks)} {task.name}: done earlier, kept")
                     continue
@@ -118,6 +120,19 @@ def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int 
     primary = task.preferred if task.preferred in per_example else ("accuracy" if "accuracy" in per_example else next(iter(per_example)))
     for row, s in zip(rows, per_example[primary]):
         row["score"] = s
+    if task.kind == "multiple_choice":
+        base_pred = [r["prediction"] for r in rows]
+        base_ok = [bool(r["correct"]) for r in rows]
+    else:
+        base_pred = [r["output"] for r in rows]
+        base_ok = [bool(x) for x in per_example.get("exact_str_match", per_example[primary])]
+    wanted = set(cfg.metrics)
+    perturbed = {}
+    for family, table in (("robustness", ROBUSTNESS), ("fairness", FAIRNESS)):
+        if "all" in wanted or family in wanted:
+            perturbed[family] = {name: _outcomes(task, task.load(cfg.shots, cfg.seed, seeded(fn, name, cfg.seed))[: len(examples)],
+                                                 scorer, model, fmt, cfg)
+                                 for name, fn in table.items()}
     seconds = time.time() - t0
     families = {
         "accuracy": {k: v for k, v in scores.items()} | {"primary_metric": primary, "primary": scores[primary]},
@@ -126,12 +141,52 @@ def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int 
                                  scorer.sum_sq_lengths - sq0 + gen_stats["sum_sq_lengths"], gen_stats["generated_tokens"],
                                  gen_stats["seconds"], model),
     }
+    if "robustness" in perturbed:
+        families["robustness"] = robustness_summary(base_ok, perturbed["robustness"])
+    if "fairness" in perturbed:
+        families["fairness"] = fairness_summary(base_pred, base_ok, perturbed["fairness"])
     entry = {"name": task.name, "family": task.family, "category": task.category, "kind": task.kind,
              "metric_names": sorted(scores), "scores": scores, "primary_metric": primary, "primary": scores[primary],
              "n": len(examples), "shots": cfg.shots, "source": task.source, "not_computed": not_computed,
-             "metrics": families,
+             "metrics": families, "metrics_requested": sorted(cfg.metrics),
              "seconds": round(seconds, 2), "examples_per_s": round(len(examples) / max(seconds, 1e-9), 2)}
     return entry, rows
+
+
+def _outcomes(task: Task, examples: list[Example], scorer: Scorer, model, fmt: Formatter, cfg) -> tuple[list, list[bool]]:
+    """Predictions and correctness for (perturbed) examples: the choice, or the exact-match output."""
+    if task.kind == "multiple_choice":
+        pred = multiple_choice_metrics(examples, scorer.score(examples, desc=task.name))["pred"]
+        return pred, [p == e.gold for p, e in zip(pred, examples)]
+    from ..generation import generate
+
+    raw, _ = generate(model, fmt, [e.context for e in examples], cfg.batch_size, cfg.max_new_tokens, progress=False)
+    outs = [postprocess(r, task.stop_string, task.output_regex) for r in raw]
+    return outs, [any(o == t.strip() for t in e.targets) for o, e in zip(outs, examples)]
+
+
+def robustness_summary(base_ok: list[bool], runs: dict[str, tuple[list, list[bool]]]) -> dict:
+    """HELM robustness: accuracy under each invariance perturbation, and worst case per example
+    (right only if right on the original and on every perturbed copy)."""
+    n = len(base_ok)
+    per = {name: sum(ok) / n for name, (_, ok) in runs.items()}
+    worst = sum(all([base_ok[i]] + [ok[i] for _, ok in runs.values()]) for i in range(n)) / n
+    return {"perturbations": per, "perturbed_accuracy_mean": sum(per.values()) / len(per), "worst_case_accuracy": worst,
+            "accuracy_unperturbed": sum(base_ok) / n}
+
+
+def fairness_summary(base_pred: list, base_ok: list[bool], runs: dict[str, tuple[list, list[bool]]]) -> dict:
+    """HELM fairness: accuracy under each counterfactual swap, the largest gap to the original,
+    and the share of examples whose prediction changes."""
+    n = len(base_ok)
+    acc0 = sum(base_ok) / n
+    per = {name: {"accuracy": sum(ok) / n, "accuracy_gap": acc0 - sum(ok) / n,
+                  "changed_share": sum(p != q for p, q in zip(base_pred, pred)) / n}
+           for name, (pred, ok) in runs.items()}
+    changed_any = sum(any(base_pred[i] != pred[i] for pred, _ in runs.values()) for i in range(n)) / n
+    return {"counterfactuals": per, "max_accuracy_gap": max(abs(v["accuracy_gap"]) for v in per.values()),
+            "changed_share_any": changed_any, "accuracy_unperturbed": acc0,
+            "worst_case_accuracy": sum(all([base_ok[i]] + [ok[i] for _, ok in runs.values()]) for i in range(n)) / n}
 
 
 def multiple_choice_metrics(examples: list[Example], choice_scores) -> dict:
