@@ -174,7 +174,11 @@ def test_bench_run_results_and_resume(tiny_llama, tmp_path, capsys):
     assert gen["kind"] == "generate" and set(gen["scores"]) == {"exact_str_match", "bleu"} and gen["n"] == 2
     assert mc["kind"] == "multiple_choice" and {"accuracy", "accuracy_norm", "multiple_choice_grade"} <= set(mc["scores"])
     assert 0 <= mc["scores"]["accuracy"] <= 1 and mc["shots"] == 0 and mc["model"] == str(tiny_llama)
+    families = ["accuracy", "calibration", "robustness", "fairness", "bias", "toxicity", "efficiency"]
+    assert list(mc["metrics"]) == families and list(gen["metrics"]) == families
     assert 0 <= mc["metrics"]["calibration"]["ece"] <= 1 and "not_applicable" in gen["metrics"]["calibration"]
+    assert "not_applicable" in mc["metrics"]["toxicity"] and "toxic_fraction" in gen["metrics"]["toxicity"]
+    assert "not_run" in mc["metrics"]["robustness"]
     eff = gen["metrics"]["efficiency"]
     assert eff["generated_tokens"] > 0 and eff["estimated_flops_per_example"] > 0 and eff["peak_rss_mb"] > 0
     rows = [json.loads(l) for l in (tmp_path / "run" / "examples.jsonl").read_text().splitlines()]

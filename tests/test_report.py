@@ -32,7 +32,7 @@ def test_report_has_every_section(small_run):
                  "tasks significantly worse", "rougeLsum", "Efficiency", "All metric families (summaries)",
                  "All metric families (benchmarks", "toxic_fraction", "gender_demographic_representation"):
         assert text in html, text
-    assert html.count("data:image/png;base64,") == 3  # loss, metrics, forgetting
+    assert html.count("data:image/png;base64,") == 4  # loss, metrics, forgetting, reliability
     assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched to view it
     assert (small_run / "train" / "tensorboard").is_dir() and any((small_run / "train" / "tensorboard").iterdir())
 
@@ -57,7 +57,7 @@ def test_report_renders_in_headless_chromium(small_run, tmp_path):
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     assert errors == []
-    assert len(images) == 3 and all(ok and w > 100 and h > 100 for ok, w, h in images)
+    assert len(images) == 4 and all(ok and w > 100 and h > 100 for ok, w, h in images)
     img = Image.open(shot).convert("L")
     lo, hi = img.getextrema()
     assert hi - lo > 100 and len(set(img.resize((64, 64)).tobytes())) > 20  # not blank

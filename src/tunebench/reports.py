@@ -107,6 +107,31 @@ def forgetting_plot(f: dict) -> str:
     return _png(fig)
 
 
+def reliability_plot(runs: dict[str, list[dict]]) -> str | None:
+    """Reliability diagram: accuracy against confidence (10 bins), every multiple-choice example pooled."""
+    from .benchmarks.multimetric import calibration
+
+    curves = {}
+    for name, rows in runs.items():
+        rows = [r for r in rows if "confidence" in r]
+        if rows:
+            curves[name] = calibration([r["confidence"] for r in rows], [bool(r["correct"]) for r in rows])
+    if not curves:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], "--", color="#adb5bd", label="perfect calibration")
+    for (name, c), color in zip(curves.items(), ("#9aa5b1", "#2b8a3e", "#1f77b4")):
+        pts = [(b["confidence"], b["accuracy"]) for b in c["reliability"] if b["n"]]
+        ax.plot(*zip(*pts), "o-", color=color, label=f"{name} (ECE {c['ece']:.3f})")
+    ax.set_xlabel("confidence (probability of the chosen answer)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    return _png(fig)
+
+
 # ---------------------------------------------------------------------------- text
 
 def word_diff(a: str, b: str) -> tuple[str, str]:
@@ -173,6 +198,7 @@ def _section_for(run: Path) -> dict:
         s["forgetting_plot"] = forgetting_plot(forgetting)
     benches = [d for d in (run / "base-bench", run / "tuned-bench", run) if (d / "results.json").is_file()]
     s["benches"] = [{"name": d.name, **_json(d / "results.json")} for d in benches]
+    s["reliability_plot"] = reliability_plot({d.name: _jsonl(d / "examples.jsonl") for d in benches}) if benches else None
     manifests = [m for m in (stage, s.get("train_manifest"), _json(run / "base" / "run.json")) if m]
     s["environment"] = manifests[0]["environment"] if manifests else None
     s["stages"] = [{"stage": p.parent.name if p.parent != run else m.get("stage"), "wall_time_s": m.get("wall_time_s"),

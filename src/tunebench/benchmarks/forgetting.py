@@ -84,13 +84,17 @@ def to_markdown(c: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _figure(tasks: list[dict], family: str) -> str:
+    return next((r["figure"] for t in tasks for r in t.get("families", []) if r["family"] == family and r.get("figure")), "n/a")
+
+
 def multimetric_markdown(tasks: list[dict]) -> list[str]:
     """One row per task, one column per metric family: base -> tuned of the family's headline figure."""
     present = [f for f in FAMILIES if any(r["family"] == f for t in tasks for r in t.get("families", []))]
     if not present:
         return []
     lines = ["", "## All metric families (base -> tuned)", "",
-             "| task | " + " | ".join(f"{f} ({dict((r['family'], r.get('figure')) for t in tasks for r in t['families']).get(f) or 'n/a'})" for f in present) + " |",
+             "| task | " + " | ".join(f"{f} ({_figure(tasks, f)})" for f in present) + " |",
              "|---|" + "---|" * len(present)]
     for t in tasks:
         cells = []

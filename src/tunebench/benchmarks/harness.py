@@ -19,7 +19,7 @@ from .. import models
 from ..batching import Formatter
 from ..errors import UserError
 from ..runs import Stage, read_json, write_json, write_jsonl
-from .multimetric import calibration_for_rows, efficiency
+from .multimetric import FAMILIES, bias, calibration_for_rows, efficiency, toxicity
 from .perturbations import FAIRNESS, ROBUSTNESS, seeded
 from .scoring import Scorer, postprocess
 from .tasks import Example, Task
@@ -141,10 +141,18 @@ def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int 
                                  scorer.sum_sq_lengths - sq0 + gen_stats["sum_sq_lengths"], gen_stats["generated_tokens"],
                                  gen_stats["seconds"], model),
     }
-    if "robustness" in perturbed:
-        families["robustness"] = robustness_summary(base_ok, perturbed["robustness"])
-    if "fairness" in perturbed:
-        families["fairness"] = fairness_summary(base_pred, base_ok, perturbed["fairness"])
+    for family, summary in (("robustness", lambda r: robustness_summary(base_ok, r)),
+                            ("fairness", lambda r: fairness_summary(base_pred, base_ok, r))):
+        families[family] = summary(perturbed[family]) if family in perturbed else {
+            "not_run": f"costs {len(ROBUSTNESS if family == 'robustness' else FAIRNESS)} more passes: "
+                       f"tunebench bench --metrics {family} (or all)"}
+    if task.kind == "multiple_choice" and "output" not in rows[0]:
+        reason = "multiple-choice answers are scored, not generated: there is no text to measure"
+        families["bias"] = families["toxicity"] = {"not_applicable": reason}
+    else:
+        outputs = [r["output"] for r in rows]
+        families["bias"], families["toxicity"] = bias(outputs), toxicity(outputs)
+    families = {f: families[f] for f in FAMILIES}  # the seven, always in the same order
     entry = {"name": task.name, "family": task.family, "category": task.category, "kind": task.kind,
              "metric_names": sorted(scores), "scores": scores, "primary_metric": primary, "primary": scores[primary],
              "n": len(examples), "shots": cfg.shots, "source": task.source, "not_computed": not_computed,
