@@ -2,8 +2,6 @@
 import subprocess
 import sys
 
-import pytest
-
 from tunebench.cli import main
 
 

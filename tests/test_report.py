@@ -1,5 +1,4 @@
 """The HTML report of a small real run, rendered in headless Chromium; and `tunebench chat`."""
-import json
 import os
 import shutil
 import sys

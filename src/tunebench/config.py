@@ -203,7 +203,7 @@ def _describe(e: ValidationError, path, node, model: type[BaseModel]) -> str:
     if err["type"] == "extra_forbidden":
         known = _known_keys(model, loc[:-1])
         hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        msg = f"unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(sorted(known))})")
+        msg = "unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(sorted(known))})")
     more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
     return f"{where}: {key}: {msg}{more}"
 

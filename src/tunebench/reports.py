@@ -77,7 +77,6 @@ def metrics_plot(rows: list[dict]) -> str:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), gridspec_kw={"width_ratios": [4, 1.2]})
     rouge = [r for r in rows if r["metric"] != "bleu"]
-    x = range(len(rouge))
     for ax, data, ylabel in ((axes[0], rouge, "F-measure (0..1)"), (axes[1], [r for r in rows if r["metric"] == "bleu"], "BLEU (0..100)")):
         xs = list(range(len(data)))
         ax.bar([i - 0.2 for i in xs], [r["base"] for r in data], 0.4, label="base", color="#9aa5b1")

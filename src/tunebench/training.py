@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from contextlib import nullcontext
 import random
 import shutil
 import time
@@ -264,7 +265,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
     elif _checkpoints(out):
         raise UserError(f"{out}: holds checkpoints of an earlier run; pass --resume to continue it, or choose another --out")
 
-    def run_validation(epoch_f: float) -> float | None:
+    def run_validation() -> float | None:
         nonlocal best_val
         if not val_enc:
             return None
@@ -289,7 +290,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         for k, batch in enumerate(collated):
             batch = {key: v.to(device) for key, v in batch.items()}
             sync = k == len(collated) - 1
-            with (accelerator.no_sync(loss_fn) if not sync and world > 1 else _null()):
+            with (accelerator.no_sync(loss_fn) if not sync and world > 1 else nullcontext()):
                 with _autocast(device, dtype):
                     loss_sum = loss_fn(**batch)
                 # Normalise by target tokens of the whole accumulated, all-process batch, so
@@ -315,7 +316,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
                "tokens_per_s": round(tokens_seen * world / max(elapsed, 1e-9), 1)}
         end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
         if end_of_epoch or (cfg.eval_every and step % cfg.eval_every == 0):
-            row["val_loss"] = run_validation(step / steps_per_epoch)
+            row["val_loss"] = run_validation()
         log.append(row)
         trackers.log(row)
         bar.set_postfix(loss=f"{step_loss:.3f}", **({"val": f"{row['val_loss']:.3f}"} if row.get("val_loss") else {}),
@@ -343,14 +344,6 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         save_final(out, unwrap_model(loss_fn), resolved, tok, cfg, model_cfg)
     accelerator.wait_for_everyone()
     return summary
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 def unwrap_model(loss_fn) -> nn.Module:

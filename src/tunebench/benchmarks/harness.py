@@ -13,7 +13,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import torch
 
 from .. import models
 from ..batching import Formatter
