@@ -81,18 +81,18 @@ class Formatter:
 def encode_all(fmt: Formatter, examples: list[dict], max_length: int, overlong: str, what: str) -> tuple[list[dict], int]:
     """Encoded examples and the number skipped as over-long (an error if overlong == 'error')."""
     out, skipped = [], 0
-    for ex in examples:
+    for line, ex in enumerate(examples, 1):  # prepared files hold one example per line
         enc = fmt.encode(ex, max_length)
         if enc is None:
             if overlong == "error":
                 n = len(fmt.prompt_ids(ex["prompt"])) + len(fmt.completion_ids(ex["completion"]))
-                raise UserError(f"{what}: example '{ex['id']}' has {n} tokens, over max_length {max_length} "
+                raise UserError(f"{what}:{line}: example '{ex['id']}' has {n} tokens, over max_length {max_length} "
                                 "(raise max_length, or set overlong: skip)")
             skipped += 1
             continue
         out.append(enc)
     if not out:
-        raise UserError(f"{what}: every example is longer than max_length {max_length}")
+        raise UserError(f"{what}: all {len(examples)} examples are longer than max_length {max_length}")
     return out, skipped
 
 

@@ -15,10 +15,17 @@ from .config import (BenchConfig, CompareConfig, DataConfig, GenerateConfig, Mod
 from .errors import UserError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line like every other user error (not usage + error)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="tunebench", description="Instruction fine-tuning with numbers that show what it did.")
+    p = _Parser(prog="tunebench", description="Instruction fine-tuning with numbers that show what it did.")
     p.add_argument("--version", action="version", version=f"tunebench {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -108,7 +115,10 @@ def _dispatch(args) -> int | None:
         print(f"{args.out}: {s['counts']} from {s['source']}")
     elif args.command == "train":
         s = pipeline.train_stage(from_flags(ModelConfig, args), from_flags(TrainConfig, args), args.data, args.out, args.resume)
-        print(f"{args.out}: {s['steps']} steps, final loss {s['final_loss']}, validation loss {s['final_val_loss']}")
+        from .runs import is_main_process
+
+        if is_main_process():
+            print(f"{args.out}: {s['steps']} steps, final loss {s['final_loss']}, validation loss {s['final_val_loss']}")
     elif args.command == "generate":
         r = pipeline.generate_stage(from_flags(ModelConfig, args), from_flags(GenerateConfig, args), args.data, args.out)
         print(f"{args.out}/predictions.jsonl: {len(r['predictions'])} predictions")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -10,8 +11,13 @@ from .batching import Formatter, sorted_batches
 
 
 def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, max_new_tokens: int = 96,
-             num_beams: int = 1, desc: str = "generate", progress: bool = True) -> tuple[list[str], dict]:
-    """Completions in input order, and efficiency figures (tokens in/out, seconds)."""
+             num_beams: int = 1, desc: str = "generate", progress: bool = True,
+             on_batch: Callable[[list[int], list[str]], None] | None = None) -> tuple[list[str], dict]:
+    """Completions in input order, and efficiency figures (tokens in/out, seconds).
+
+    `on_batch(indices, completions)` is called as each batch finishes, so that a caller can
+    journal results and a killed run loses at most one batch.
+    """
     tok = fmt.tokenizer
     device = next(model.parameters()).device
     encoded = [fmt.prompt_ids(p) for p in prompts]
@@ -35,6 +41,8 @@ def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, ma
                 new_tokens += len(ids)
                 sum_sq += (len(encoded[i]) + len(ids)) ** 2
                 outputs[i] = tok.decode(ids, skip_special_tokens=True).strip()
+            if on_batch:
+                on_batch(idx, [outputs[i] for i in idx])
             bar.update(len(idx))
     seconds = time.time() - t0
     stats = {"examples": len(prompts), "prompt_tokens": prompt_tokens, "generated_tokens": new_tokens,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from .errors import UserError
+from .runs import read_json
 
 RUN_MODEL_FILE = "tunebench_model.json"
 
@@ -85,7 +87,7 @@ def resolve(name: str) -> ResolvedModel:
     if p.is_dir():
         run_file = p / RUN_MODEL_FILE
         if run_file.is_file():  # a training run: prefer the merged model, else base + adapter
-            info = json.loads(run_file.read_text())
+            info = read_json(run_file)
             if info.get("merged") and (p / info["merged"]).is_dir():
                 return ResolvedModel(str(p / info["merged"]), base_name=info.get("base_model"))
             base = resolve(info["base_model"])
@@ -145,11 +147,16 @@ def load_model(resolved: ResolvedModel, dtype: torch.dtype = torch.float32, trus
                merge_adapter: bool = True):
     """Load weights (safetensors preferred; .bin only through torch's weights_only loader)."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-tensor bar for a sub-second load: noise between our own
     seq2seq = getattr(_config(resolved.path, trust_remote_code), "is_encoder_decoder", False)
     cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     try:
         model = cls.from_pretrained(resolved.path, dtype=dtype, trust_remote_code=trust_remote_code)
+    except pickle.UnpicklingError:
+        raise UserError(f"{resolved.path}: cannot load model (its pickled weights need more than torch's weights_only "
+                        "loader allows; tunebench will not run code from a weights file: convert it to safetensors)") from None
     except (OSError, ValueError) as e:
         raise UserError(f"{resolved.path}: cannot load model ({str(e).splitlines()[0]})") from None
     if resolved.adapter:
@@ -164,6 +171,7 @@ def load_model(resolved: ResolvedModel, dtype: torch.dtype = torch.float32, trus
 def load(name: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
     """(model, tokenizer, resolved) for a name the user typed."""
     resolved = resolve(name)
+    _config(resolved.path, trust_remote_code)  # a model that needs its own code is refused before anything runs
     tok = load_tokenizer(resolved.path, trust_remote_code)
     model = load_model(resolved, dtype, trust_remote_code)
     return model, tok, resolved

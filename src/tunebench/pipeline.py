@@ -1,6 +1,7 @@
 """The stages as functions over run directories, and `run`, which chains them from a recipe."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from .config import GenerateConfig, ModelConfig, Recipe, TrainConfig, DataConfig
 from .data import SPLITS, load_prepared, prepare
 from .errors import UserError
 from .generation import generate
-from .runs import Stage, completed, read_json, write_json, write_jsonl
+from .runs import Journal, Stage, completed, read_json, write_json, write_jsonl
 
 
 def prepare_stage(cfg: DataConfig, out: Path | str) -> dict:
@@ -34,7 +35,11 @@ def train_stage(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, 
 
 
 def generate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path | str, out: Path | str) -> dict:
-    """predictions.jsonl (id, prompt, prediction, references) for one split."""
+    """predictions.jsonl (id, prompt, prediction, references) for one split.
+
+    Predictions are journaled as each batch finishes (predictions.partial.jsonl): a killed run
+    started again generates only what is missing.
+    """
     examples = load_prepared(data_dir, cfg.split)
     if cfg.limit:
         examples = examples[: cfg.limit]
@@ -44,18 +49,35 @@ def generate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
     dtype = models.pick_dtype(cfg.precision, device)
     config = {"model": model_cfg.model_dump(), "generate": cfg.model_dump(), "data": str(data_dir)}
     with Stage(out, "generate", config) as st:
+        # batch size changes nothing but speed, so a resumed run may use another
+        header = {**config, "generate": cfg.model_dump(exclude={"batch_size"}), "ids": _digest([e["id"] for e in examples])}
         model, tok, resolved = models.load(model_cfg.model, dtype, model_cfg.trust_remote_code)
+        journal = Journal(Path(out) / "predictions.partial.jsonl", header)
+        if journal.note():
+            print(f"[tunebench] {journal.note()}", flush=True)
+        todo = [i for i in range(len(examples)) if str(i) not in journal.done]
         model.to(device)
         fmt = Formatter.for_model(tok, model.config.is_encoder_decoder, model_cfg.chat_template)
-        preds, stats = generate(model, fmt, [e["prompt"] for e in examples], cfg.batch_size, cfg.max_new_tokens,
-                                cfg.num_beams, desc=f"generate {Path(out).name}")
-        rows = [{"id": e["id"], "prompt": e["prompt"], "prediction": p, "references": e.get("references") or [e["completion"]]}
-                for e, p in zip(examples, preds)]
+
+        def record(idx: list[int], outs: list[str]) -> None:
+            journal.append([{"key": str(todo[j]), "prediction": o} for j, o in zip(idx, outs)])
+
+        _, stats = generate(model, fmt, [examples[i]["prompt"] for i in todo], cfg.batch_size, cfg.max_new_tokens,
+                            cfg.num_beams, desc=f"generate {Path(out).name}", on_batch=record)
+        rows = [{"id": e["id"], "prompt": e["prompt"], "prediction": journal.done[str(i)]["prediction"],
+                 "references": e.get("references") or [e["completion"]]} for i, e in enumerate(examples)]
         write_jsonl(Path(out) / "predictions.jsonl", rows)
+        journal.discard()
         st.extra["efficiency"] = {**stats, **_cost(model, stats), "precision": str(dtype).replace("torch.", ""),
-                                  "device": str(device)}
+                                  "device": str(device), "resumed_examples": len(examples) - len(todo)}
         st.extra["model"] = {"name": model_cfg.model, "path": resolved.path, "adapter": resolved.adapter}
     return {"predictions": rows, "efficiency": st.extra["efficiency"]}
+
+
+def _digest(items: list) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
 
 
 def _cost(model, stats: dict) -> dict:
@@ -133,6 +155,7 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
             return True
         return False
 
+    models.resolve(recipe.model.model)  # a misspelt model name should not wait for data preparation
     say(f"prepare -> {data_dir}")
     if not skip(data_dir, recipe.data.model_dump()):
         s = prepare_stage(recipe.data, data_dir)

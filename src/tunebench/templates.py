@@ -133,7 +133,26 @@ def load_task_file(path: Path | str) -> Task:
         source=str(path),
     )
     task.variables  # parse every template now: syntax errors surface at load time
+    _check_templates(task, path)
     return task
+
+
+def _check_templates(task: Task, path: Path) -> None:
+    """Refuse at load what would fail (or misbehave) at render time: variables nobody declared,
+    and reaching for private attributes, the first step of every sandbox escape."""
+    from jinja2 import nodes
+
+    declared = set(task.inputs) | _variables(task.target, str(path))
+    for t in task.templates:
+        ast = _ENV.parse(t.prompt)
+        for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+            attr = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+            if isinstance(attr, str) and attr.startswith("_"):
+                raise UserError(f"{path}: template '{t.name}' reaches for '{attr}': not allowed in the template sandbox")
+        unknown = sorted(meta.find_undeclared_variables(ast) - declared - set(_ENV.globals))
+        if unknown:
+            raise UserError(f"{path}: template '{t.name}' uses '{unknown[0]}', which is not declared "
+                            f"(inputs: {', '.join(task.inputs)}; target: {task.target})")
 
 
 @lru_cache(maxsize=None)

@@ -85,19 +85,20 @@ def build_model(resolved: models.ResolvedModel, cfg: TrainConfig, dtype: torch.d
         raise UserError(f"train.lora_targets: {e}") from None
 
 
-def evaluate_loss(loss_fn: CompletionLoss, encoded: list[dict], pad_id: int, batch_size: int, device, dtype) -> float:
-    """Token-weighted mean cross-entropy over a whole set."""
+def evaluate_loss(loss_fn: CompletionLoss, encoded: list[dict], pad_id: int, batch_size: int, device, dtype,
+                  rank: int = 0, world: int = 1) -> tuple[float, int]:
+    """Summed cross-entropy and target-token count over this rank's share of the batches."""
     total, count = 0.0, 0
     was_training = loss_fn.training
     loss_fn.eval()
     with torch.no_grad():
-        for idx in sorted_batches([len(e["input_ids"]) for e in encoded], batch_size):
+        for idx in sorted_batches([len(e["input_ids"]) for e in encoded], batch_size)[rank::world]:
             batch = {k: v.to(device) for k, v in collate([encoded[i] for i in idx], pad_id, loss_fn.seq2seq).items()}
             with _autocast(device, dtype):
                 total += float(loss_fn(**batch))
             count += target_tokens(batch, loss_fn.seq2seq)
     loss_fn.train(was_training)
-    return total / max(count, 1)
+    return total, count
 
 
 def _autocast(device: torch.device, dtype: torch.dtype):
@@ -123,13 +124,25 @@ def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler
     save_file(trainable, tmp / "trainable.safetensors")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=2))  # written last: marks the checkpoint whole
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     for old in _checkpoints(out)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def check_free_space(out: Path, need: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out).free
+    if free < need * 1.1 + 2**20:
+        last = _checkpoints(out)
+        raise UserError(f"{out}: {free / 2**20:.0f} MB free on disk, a checkpoint needs about {need / 2**20:.0f} MB"
+                        + (f"; last good checkpoint: {last[-1]}" if last else ""))
 
 
 def unwrap_trainable(model: nn.Module):
@@ -151,6 +164,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> dict:
     rng = torch.load(path / "rng.pt", weights_only=True)
     torch.set_rng_state(rng["torch"])
     random.setstate(_as_tuple(rng["python"]))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     return json.loads((path / "state.json").read_text())
 
 
@@ -232,7 +247,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
     if seq2seq and dtype == torch.float16:
         raise UserError("T5/BART train in fp32 or bf16 only (fp16 overflows to NaN)")
     train_enc, skipped = encode_all(fmt, train_ex, cfg.max_length, cfg.overlong, f"{data_dir}/train.jsonl")
-    val_enc, val_skipped = encode_all(fmt, val_ex, cfg.max_length, "skip", "validation") if val_ex else ([], 0)
+    val_enc, val_skipped = encode_all(fmt, val_ex, cfg.max_length, "skip", f"{data_dir}/validation.jsonl") if val_ex else ([], 0)
     lengths = [len(e["input_ids"]) for e in train_enc]
 
     model = build_model(resolved, cfg, dtype, model_cfg.trust_remote_code)
@@ -258,6 +273,11 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         if ckpts:
             state = load_checkpoint(ckpts[-1], loss_fn, optimizer, scheduler)
             step, best_val = state["step"], state.get("best_val_loss")
+            pos = state.get("data_position", {})
+            for key, now in (("global_batch", global_batch), ("examples", len(train_enc)), ("seed", cfg.seed)):
+                if key in pos and pos[key] != now:
+                    raise UserError(f"{ckpts[-1]}/state.json: data_position.{key} is {pos[key]}, this run has {now}; "
+                                    f"resume with the settings and data of the interrupted run")
             if log_path.is_file():
                 log = [r for r in map(json.loads, log_path.read_text().splitlines()) if r["step"] <= step]
             if main:
@@ -269,10 +289,20 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         nonlocal best_val
         if not val_enc:
             return None
-        v = evaluate_loss(loss_fn, val_enc, tok.pad_token_id, cfg.batch_size * 2, device, dtype)
+        # the plain module, not DDP's wrapper: no gradient sync to take part in, each rank its share
+        total, count = evaluate_loss(getattr(loss_fn, "module", loss_fn), val_enc, tok.pad_token_id, cfg.batch_size * 2,
+                                     device, dtype, accelerator.process_index, world)
+        if world > 1:
+            total, count = accelerator.reduce(torch.tensor([total, float(count)], dtype=torch.float64, device=device),
+                                         "sum").tolist()
+        v = total / max(count, 1)
         best_val = v if best_val is None else min(best_val, v)
         return v
 
+    # weights + two AdamW moments, in fp32: refuse now rather than fail at the first save
+    ckpt_bytes = 3 * 4 * n_trainable
+    if main:
+        check_free_space(out, ckpt_bytes)
     trackers = Trackers(cfg.report_to, out, cfg.model_dump(), enabled=main)
     t_start, tokens_seen = time.time(), 0
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not main, dynamic_ncols=True)
@@ -281,23 +311,26 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         epoch, pos = divmod(step, steps_per_epoch)
         batches = train_batches(lengths, global_batch, cfg.seed, epoch, cfg.group_by_length)
         micro = batches[pos * cfg.grad_accum:(pos + 1) * cfg.grad_accum]
-        # This rank's slice of each global micro-batch.
-        rank_micro = [b[accelerator.process_index::world] for b in micro]
-        collated = [collate([train_enc[i] for i in b], tok.pad_token_id, seq2seq) for b in rank_micro if b]
-        n_local = sum(target_tokens(b, seq2seq) for b in collated)
+        # This rank's slice of each global micro-batch. A last batch smaller than the number of
+        # processes leaves a rank empty-handed: it still runs one example with weight 0, because
+        # DDP needs every rank in every backward.
+        rank_micro = [(b[accelerator.process_index::world] or b[:1], bool(b[accelerator.process_index::world]))
+                      for b in micro]
+        collated = [(collate([train_enc[i] for i in b], tok.pad_token_id, seq2seq), real) for b, real in rank_micro]
+        n_local = sum(target_tokens(b, seq2seq) for b, real in collated if real)
         n_global = int(accelerator.reduce(torch.tensor(n_local, device=device), "sum")) if world > 1 else n_local
         step_loss = 0.0
-        for k, batch in enumerate(collated):
+        for k, (batch, real) in enumerate(collated):
             batch = {key: v.to(device) for key, v in batch.items()}
             sync = k == len(collated) - 1
             with (accelerator.no_sync(loss_fn) if not sync and world > 1 else nullcontext()):
                 with _autocast(device, dtype):
-                    loss_sum = loss_fn(**batch)
+                    loss_sum = loss_fn(**batch) * (1.0 if real else 0.0)
                 # Normalise by target tokens of the whole accumulated, all-process batch, so
                 # that 4 x 2 equals 8 x 1; DDP averages gradients, hence the x world.
                 accelerator.backward(loss_sum * world / n_global)
             step_loss += float(loss_sum.detach())
-            tokens_seen += int(batch["attention_mask"].sum())
+            tokens_seen += int(batch["attention_mask"].sum()) if real else 0
         if world > 1:
             step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=device), "sum"))
         step_loss /= n_global
@@ -325,8 +358,14 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         if main:
             atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in log))
             if step % cfg.save_every == 0 or step == total_steps:
+                check_free_space(out, ckpt_bytes)
+                # data position: the batch order is a pure function of (seed, epoch), so the next
+                # batch is fixed by the step; both are written down to make that checkable
+                e, b = divmod(step, steps_per_epoch)
                 save_checkpoint(out, step, loss_fn, optimizer, scheduler,
-                                {"step": step, "epoch": step / steps_per_epoch, "best_val_loss": best_val},
+                                {"step": step, "epoch": step / steps_per_epoch, "best_val_loss": best_val,
+                                 "data_position": {"epoch": e, "next_batch": b * cfg.grad_accum, "seed": cfg.seed,
+                                                   "global_batch": global_batch, "examples": len(train_enc)}},
                                 cfg.keep_checkpoints)
         accelerator.wait_for_everyone()
     bar.close()

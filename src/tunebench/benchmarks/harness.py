@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import models
 from ..batching import Formatter
 from ..errors import UserError
-from ..runs import Stage, read_json, write_json, write_jsonl
+from ..runs import Journal, Stage, inside, read_json, write_json, write_jsonl
 from .multimetric import FAMILIES, bias, calibration_for_rows, efficiency, toxicity
 from .perturbations import FAIRNESS, ROBUSTNESS, seeded
 from .scoring import Scorer, postprocess
@@ -44,7 +44,7 @@ def run_bench(model_cfg, cfg, tasks: list[Task], out: Path | str, limit: int | N
         entries, t0 = [], time.time()
         (out / "tasks").mkdir(exist_ok=True)
         for i, task in enumerate(tasks, 1):
-            cache = out / "tasks" / (re.sub(r"[^A-Za-z0-9_.-]", "__", task.name) + ".json")
+            cache = inside(out, "tasks/" + re.sub(r"[^A-Za-z0-9_.-]", "__", task.name) + ".json")
             if cache.is_file():
                 done = read_json(cache)
                 if (done["entry"]["format"] == fmt_info and done["entry"]["model"] == model_cfg.model
@@ -52,9 +52,16 @@ def run_bench(model_cfg, cfg, tasks: list[Task], out: Path | str, limit: int | N
                     entries.append(done)
                     print(f"[bench] {i}/{len(tasks)} {task.name}: done earlier, kept")
                     continue
-            entry, rows = run_task(task, scorer, model, fmt, cfg, limit)
+            # per-example results journaled as they come: a killed run recomputes only what is missing
+            journal = Journal(cache.with_suffix(".partial.jsonl"), {"task": task.name, "model": model_cfg.model_dump(),
+                                                                    "format": fmt_info, "precision": str(dtype),
+                                                                    "metrics": sorted(cfg.metrics)})
+            if journal.note():
+                print(f"[bench] {journal.note()}", flush=True)
+            entry, rows = run_task(task, scorer, model, fmt, cfg, limit, journal)
             entry.update(model=model_cfg.model, format=fmt_info)
             write_json(cache, {"entry": entry, "examples": rows})
+            journal.discard()
             entries.append({"entry": entry, "examples": rows})
             print(f"[bench] {i}/{len(tasks)} {task.name}: {entry['primary_metric']}={entry['primary']:.3f} "
                   f"(n={entry['n']}, {entry['seconds']:.0f}s)")
@@ -71,7 +78,8 @@ def run_bench(model_cfg, cfg, tasks: list[Task], out: Path | str, limit: int | N
     return results
 
 
-def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None) -> tuple[dict, list[dict]]:
+def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None,
+             journal: Journal | None = None) -> tuple[dict, list[dict]]:
     t0 = time.time()
     tokens0, sq0 = scorer.tokens, scorer.sum_sq_lengths
     gen_stats = {"prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0, "sum_sq_lengths": 0}
@@ -83,7 +91,7 @@ def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int 
     not_computed: dict[str, str] = {}
     per_example: dict[str, list[float]] = {}
     if task.kind == "multiple_choice":
-        choice_scores = scorer.score(examples, desc=task.name)
+        choice_scores = scorer.score(examples, desc=task.name, journal=journal)
         mc = multiple_choice_metrics(examples, choice_scores)
         for row, e, cs, pred, pred_norm in zip(rows, examples, choice_scores, mc["pred"], mc["pred_norm"]):
             # scores: each choice's summed log-likelihood; scores_norm: per character
@@ -100,10 +108,7 @@ def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int 
             scores["macro_f1"] = macro_f1([e.gold for e in examples], mc["pred"])
     wanted_gen = [m for m in task.metrics if m in GEN_METRICS]
     if task.kind == "generate" or wanted_gen:
-        from ..generation import generate
-
-        raw, gen_stats = generate(model, fmt, [e.context for e in examples], cfg.batch_size, cfg.max_new_tokens,
-                                  desc=f"{task.name} (generate)")
+        raw, gen_stats = _generate(model, fmt, examples, cfg, journal, "generate", desc=f"{task.name} (generate)")
         outputs = [postprocess(r, task.stop_string, task.output_regex) for r in raw]
         for row, o, r in zip(rows, outputs, raw):
             row.update(generated=r, output=o)
@@ -130,7 +135,7 @@ def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int 
     for family, table in (("robustness", ROBUSTNESS), ("fairness", FAIRNESS)):
         if "all" in wanted or family in wanted:
             perturbed[family] = {name: _outcomes(task, task.load(cfg.shots, cfg.seed, seeded(fn, name, cfg.seed))[: len(examples)],
-                                                 scorer, model, fmt, cfg)
+                                                 scorer, model, fmt, cfg, journal, name)
                                  for name, fn in table.items()}
     seconds = time.time() - t0
     families = {
@@ -160,16 +165,34 @@ def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int 
     return entry, rows
 
 
-def _outcomes(task: Task, examples: list[Example], scorer: Scorer, model, fmt: Formatter, cfg) -> tuple[list, list[bool]]:
+def _outcomes(task: Task, examples: list[Example], scorer: Scorer, model, fmt: Formatter, cfg, journal: Journal | None,
+              tag: str) -> tuple[list, list[bool]]:
     """Predictions and correctness for (perturbed) examples: the choice, or the exact-match output."""
     if task.kind == "multiple_choice":
-        pred = multiple_choice_metrics(examples, scorer.score(examples, desc=task.name))["pred"]
+        pred = multiple_choice_metrics(examples, scorer.score(examples, desc=task.name, journal=journal, tag=tag))["pred"]
         return pred, [p == e.gold for p, e in zip(pred, examples)]
-    from ..generation import generate
-
-    raw, _ = generate(model, fmt, [e.context for e in examples], cfg.batch_size, cfg.max_new_tokens, progress=False)
+    raw, _ = _generate(model, fmt, examples, cfg, journal, tag, progress=False)
     outs = [postprocess(r, task.stop_string, task.output_regex) for r in raw]
     return outs, [any(o == t.strip() for t in e.targets) for o, e in zip(outs, examples)]
+
+
+def _generate(model, fmt: Formatter, examples: list[Example], cfg, journal: Journal | None, tag: str,
+              **kw) -> tuple[list[str], dict]:
+    """Greedy completions of the contexts; those already in the journal are not generated again."""
+    from ..generation import generate
+
+    done = journal.done if journal is not None else {}
+    todo = [i for i in range(len(examples)) if f"{tag}:{i}" not in done]
+
+    def record(idx: list[int], outs: list[str]) -> None:
+        if journal is not None:
+            journal.append([{"key": f"{tag}:{todo[j]}", "text": o} for j, o in zip(idx, outs)])
+
+    outs, stats = generate(model, fmt, [examples[i].context for i in todo], cfg.batch_size, cfg.max_new_tokens,
+                           on_batch=record, **kw)
+    if journal is None:
+        return outs, stats
+    return [journal.done[f"{tag}:{i}"]["text"] for i in range(len(examples))], stats
 
 
 def robustness_summary(base_ok: list[bool], runs: dict[str, tuple[list, list[bool]]]) -> dict:

@@ -69,19 +69,31 @@ class Scorer:
         return ctx, out
 
     # ------------------------------------------------------------------ scoring
-    def score(self, examples: list[Example], desc: str = "score") -> list[list[ChoiceScore]]:
-        enc = [self.encode(e.context, e.choices) for e in examples]
+    def score(self, examples: list[Example], desc: str = "score", journal=None, tag: str = "score") -> list[list[ChoiceScore]]:
+        """Each example's choice scores. With a `runs.Journal`, scores already in it under
+        `tag:index` are reused and new ones appended batch by batch (a killed run resumes)."""
         results: list[list[ChoiceScore] | None] = [None] * len(examples)
-        lengths = [len(c) + sum(len(x) for x in cs) for c, cs in enc]
-        order = sorted(range(len(examples)), key=lambda i: -lengths[i])  # longest first: memory errors show early
+        if journal is not None:
+            for i in range(len(examples)):
+                row = journal.done.get(f"{tag}:{i}")
+                if row:
+                    results[i] = [ChoiceScore(*c) for c in row["choices"]]
+        todo = [i for i in range(len(examples)) if results[i] is None]
+        enc = {i: self.encode(examples[i].context, examples[i].choices) for i in todo}
+        lengths = {i: len(c) + sum(len(x) for x in cs) for i, (c, cs) in enc.items()}
+        order = sorted(todo, key=lambda i: -lengths[i])  # longest first: memory errors show early
         self.model.eval()
-        with torch.inference_mode(), tqdm(total=len(examples), desc=desc, unit="ex", dynamic_ncols=True, leave=False) as bar:
+        with torch.inference_mode(), tqdm(total=len(examples), initial=len(examples) - len(todo), desc=desc, unit="ex",
+                                          dynamic_ncols=True, leave=False) as bar:
             for k in range(0, len(order), self.batch_size):
                 idx = order[k:k + self.batch_size]
                 batch = [enc[i] for i in idx]
                 lps = self._packed(batch) if self.packed else self._rows(batch)
                 for i, lp in zip(idx, lps):
                     results[i] = [ChoiceScore(v, len(t), len(c)) for v, t, c in zip(lp, enc[i][1], examples[i].choices)]
+                if journal is not None:
+                    journal.append([{"key": f"{tag}:{i}", "choices": [[c.logprob, c.tokens, c.chars] for c in results[i]]}
+                                    for i in idx])
                 bar.update(len(idx))
         return results  # type: ignore[return-value]
 

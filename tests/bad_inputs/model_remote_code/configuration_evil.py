@@ -1,0 +1,1 @@
+raise SystemExit('remote code ran: this must never happen without --trust-remote-code')

@@ -1,0 +1,236 @@
+"""Nothing lost: kill -9 and resume, torn result files, broken checkpoints, several processes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tunebench.config import GenerateConfig, ModelConfig, TrainConfig
+from tunebench.errors import UserError
+from tunebench.runs import Journal, read_jsonl
+from tunebench.training import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               OMP_NUM_THREADS="1")
+    return env
+
+
+def _train_argv(model, data, out, *extra):
+    return [sys.executable, "-m", "tunebench.cli", "train", "--model", str(model), "--data", str(data), "--out", str(out),
+            "--method", "lora", "--lora-dropout", "0.1", "--precision", "fp32", "--lr", "3e-3", "--batch-size", "2",
+            "--no-merge", "--report-to", "none", *extra]
+
+
+def _log(out):
+    return [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+
+
+def _same_adapter(a, b, atol=0.0):
+    wa = load_file(Path(a) / "adapter" / "adapter_model.safetensors")
+    wb = load_file(Path(b) / "adapter" / "adapter_model.safetensors")
+    assert set(wa) == set(wb)
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=atol, rtol=0), k
+
+
+def test_kill_9_mid_run_then_resume_ends_like_an_uninterrupted_run(tiny_llama, prepared, tmp_path):
+    """A real SIGKILL at whatever moment the run is in: mid-step, mid-log-write or mid-checkpoint."""
+    steps = ["--max-steps", "120", "--save-every", "7", "--keep-checkpoints", "2"]
+    r = subprocess.run(_train_argv(tiny_llama, prepared, tmp_path / "whole", *steps), env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    cut = tmp_path / "cut"
+    p = subprocess.Popen(_train_argv(tiny_llama, prepared, cut, *steps), env=_env(),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (cut / "checkpoints" / "step-000014" / "state.json").exists():
+        time.sleep(0.005)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+    assert not (cut / "tunebench_model.json").exists(), "the run finished before it could be killed"
+    killed_at = max(r["step"] for r in _log(cut))
+    assert 14 <= killed_at < 120
+
+    r = subprocess.run(_train_argv(tiny_llama, prepared, cut, *steps, "--resume"), env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed from" in r.stdout
+    whole, resumed = _log(tmp_path / "whole"), _log(cut)
+    assert [x["step"] for x in resumed] == list(range(1, 121))
+    assert [x["loss"] for x in resumed] == pytest.approx([x["loss"] for x in whole], abs=1e-5)
+    _same_adapter(tmp_path / "whole", cut, atol=1e-6)
+    state = json.loads((sorted((cut / "checkpoints").glob("step-*"))[-1] / "state.json").read_text())
+    assert state["step"] == 120 and state["data_position"]["global_batch"] == 2
+
+
+def test_resume_skips_torn_checkpoints(tiny_llama, prepared, tmp_path):
+    """Killed mid-save: a .tmp directory and a checkpoint without its state.json are not used."""
+    cfg = TrainConfig(method="lora", max_steps=6, batch_size=2, lr=3e-3, precision="fp32", save_every=2,
+                      keep_checkpoints=5, merge=False, report_to=["none"])
+    train(ModelConfig(model=str(tiny_llama)), cfg, prepared, tmp_path / "whole")
+    cut = tmp_path / "cut"
+    import shutil
+
+    shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-000002", cut / "checkpoints" / "step-000002")
+    torn = shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-000004", cut / "checkpoints" / "step-000004")
+    (torn / "state.json").unlink()
+    half = cut / "checkpoints" / "step-000006.tmp"
+    half.mkdir()
+    (half / "trainable.safetensors").write_bytes(b"\0" * 100)
+    s = train(ModelConfig(model=str(tiny_llama)), cfg, prepared, cut, resume=True)
+    assert s["steps"] == 6
+    _same_adapter(tmp_path / "whole", cut)
+
+
+def test_resume_with_other_batch_settings_is_refused(tiny_llama, prepared, tmp_path):
+    cfg = TrainConfig(method="lora", max_steps=2, batch_size=2, precision="fp32", save_every=1, merge=False,
+                      report_to=["none"])
+    train(ModelConfig(model=str(tiny_llama)), cfg, prepared, tmp_path / "out")
+    with pytest.raises(UserError, match="data_position.global_batch is 2, this run has 4"):
+        train(ModelConfig(model=str(tiny_llama)), cfg.model_copy(update={"batch_size": 4, "max_steps": 4}), prepared,
+              tmp_path / "out", resume=True)
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tiny_llama, prepared, tmp_path):
+    cfg = TrainConfig(method="full", max_steps=20, batch_size=2, lr=1e30, precision="fp32", save_every=1,
+                      keep_checkpoints=3, warmup_ratio=0.0, schedule="constant", report_to=["none"])
+    with pytest.raises(UserError, match=r"training diverged: loss is (nan|inf) at step \d+; last good checkpoint: "):
+        train(ModelConfig(model=str(tiny_llama)), cfg, prepared, tmp_path / "out")
+    ckpts = sorted((tmp_path / "out" / "checkpoints").glob("step-*"))
+    assert ckpts and all((c / "state.json").is_file() for c in ckpts)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in _log(tmp_path / "out"))
+
+
+def test_too_little_disk_for_a_checkpoint_is_refused_before_training(tiny_llama, prepared, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 2**20, 2**20))
+    cfg = TrainConfig(method="full", max_steps=2, batch_size=2, precision="fp32", report_to=["none"])
+    with pytest.raises(UserError, match=r"1 MB free on disk, a checkpoint needs about \d+ MB"):
+        train(ModelConfig(model=str(tiny_llama)), cfg, prepared, tmp_path / "out")
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_llama, prepared, tmp_path):
+    common = ["--max-steps", "6", "--lora-dropout", "0", "--save-every", "100"]
+    one = subprocess.run(_train_argv(tiny_llama, prepared, tmp_path / "one", *common, "--batch-size", "4"),
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    # torchrun sets RANK/WORLD_SIZE; accelerate then starts a gloo process group on CPU
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+                          *_train_argv(tiny_llama, prepared, tmp_path / "two", *common, "--batch-size", "2")[1:]],
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    run = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert run["summary"]["processes"] == 2
+    a, b = _log(tmp_path / "one"), _log(tmp_path / "two")
+    assert len(a) == len(b) == 6
+    assert [x["loss"] for x in b] == pytest.approx([x["loss"] for x in a], abs=1e-5)
+    assert [x["grad_norm"] for x in b] == pytest.approx([x["grad_norm"] for x in a], abs=1e-3)
+    # Adam divides by sqrt(v): elements with near-zero gradients carry summation-order noise
+    _same_adapter(tmp_path / "one", tmp_path / "two", atol=1e-4)
+
+
+def _interrupt_after(monkeypatch, n_batches):
+    """The next journaled run dies (as if killed) right after its n-th batch is on disk."""
+    calls = {"n": 0}
+    original = Journal.append
+
+    def append(self, rows, record=True):
+        original(self, rows, record)
+        if record:
+            calls["n"] += 1
+            if calls["n"] == n_batches:
+                raise KeyboardInterrupt
+    monkeypatch.setattr(Journal, "append", append)
+
+
+def test_generation_resumes_from_a_torn_journal_and_recomputes_nothing(tiny_llama, prepared, tmp_path, monkeypatch,
+                                                                       capsys):
+    from tunebench.pipeline import generate_stage
+
+    model, cfg = ModelConfig(model=str(tiny_llama)), GenerateConfig(split="test", batch_size=1, max_new_tokens=8,
+                                                                     precision="fp32")
+    whole = generate_stage(model, cfg, prepared, tmp_path / "whole")
+    out = tmp_path / "cut"
+    _interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        generate_stage(model, cfg, prepared, out)
+    monkeypatch.undo()
+    journal = out / "predictions.partial.jsonl"
+    assert len(journal.read_text().splitlines()) == 3 and not (out / "predictions.jsonl").exists()
+    with journal.open("a") as f:
+        f.write('{"key": "3", "predic')  # killed in the middle of writing a line
+    capsys.readouterr()
+    again = generate_stage(model, cfg.model_copy(update={"batch_size": 4}), prepared, out)
+    note = capsys.readouterr().out
+    assert "2 results kept from an interrupted run" in note and "cut off mid-write was dropped" in note
+    assert again["efficiency"]["resumed_examples"] == 2 and again["efficiency"]["examples"] == 2
+    assert [r["prediction"] for r in again["predictions"]] == [r["prediction"] for r in whole["predictions"]]
+    assert read_jsonl(out / "predictions.jsonl") == read_jsonl(tmp_path / "whole" / "predictions.jsonl")
+    assert not journal.exists()
+
+
+def test_a_journal_from_other_settings_is_set_aside_not_mixed(tiny_llama, prepared, tmp_path, monkeypatch, capsys):
+    from tunebench.pipeline import generate_stage
+
+    model, cfg = ModelConfig(model=str(tiny_llama)), GenerateConfig(split="test", batch_size=1, max_new_tokens=8,
+                                                                     precision="fp32")
+    _interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        generate_stage(model, cfg, prepared, tmp_path / "out")
+    monkeypatch.undo()
+    r = generate_stage(model, cfg.model_copy(update={"max_new_tokens": 4}), prepared, tmp_path / "out")
+    assert "set aside as predictions.partial.jsonl.stale-" in capsys.readouterr().out
+    assert r["efficiency"]["examples"] == 4 and r["efficiency"]["resumed_examples"] == 0
+    assert len(list((tmp_path / "out").glob("predictions.partial.jsonl.stale-*"))) == 1
+
+
+def test_a_corrupt_line_inside_a_journal_is_an_error(tmp_path):
+    path = tmp_path / "j.jsonl"
+    Journal(path, {"a": 1}).append([{"key": "0", "x": 1}])
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "{not json", lines[1]]) + "\n")
+    with pytest.raises(UserError, match=r"j\.jsonl:2: corrupt result line"):
+        Journal(path, {"a": 1})
+    path.write_text("\n".join([lines[0], lines[1], lines[1]]) + "\n")
+    with pytest.raises(UserError, match=r"j\.jsonl:3: result line without a unique 'key'"):
+        Journal(path, {"a": 1})
+
+
+def test_benchmark_run_resumes_per_example(tiny_llama, tmp_path, monkeypatch, capsys):
+    from tunebench.benchmarks.harness import run_bench
+    from tunebench.benchmarks.tasks import resolve_tasks
+    from tunebench.config import BenchConfig
+
+    tasks, _ = resolve_tasks(["glue/sst2", "bigbench/operators"])
+    cfg, model = BenchConfig(batch_size=2, max_new_tokens=4), ModelConfig(model=str(tiny_llama))
+    run_bench(model, cfg, tasks, tmp_path / "whole", limit=6)
+    _interrupt_after(monkeypatch, 5)  # sst2 done (3 batches), operators 2 batches in
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(model, cfg, tasks, tmp_path / "cut", limit=6)
+    monkeypatch.undo()
+    assert (tmp_path / "cut" / "tasks" / "glue__sst2.json").is_file()
+    partial = tmp_path / "cut" / "tasks" / "bigbench__operators.partial.jsonl"
+    assert len(partial.read_text().splitlines()) == 1 + 4
+    capsys.readouterr()
+    run_bench(model, cfg, tasks, tmp_path / "cut", limit=6)
+    out = capsys.readouterr().out
+    assert "glue/sst2: done earlier, kept" in out and "4 results kept from an interrupted run" in out
+    a, b = read_jsonl(tmp_path / "whole" / "examples.jsonl"), read_jsonl(tmp_path / "cut" / "examples.jsonl")
+    assert [(r["id"], r.get("prediction"), r.get("output")) for r in a] == [(r["id"], r.get("prediction"), r.get("output")) for r in b]
+    assert not partial.exists()
