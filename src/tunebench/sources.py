@@ -71,7 +71,7 @@ def to_record(task: Task, rec: Record, index: int) -> dict | None:
         value = row[column]
         value = value if isinstance(value, str) else ("" if value is None else str(value))
         # SAMSum separates turns with \r\n: one line-break convention for every task the model sees
-        out[var] = value.replace("\r\n", "\n")
+        out[var] = value.replace("\r\n", "\n").strip()
     if src.label:
         column = src.label["column"]
         if column not in row:
@@ -168,14 +168,19 @@ def _pool(task: Task, n: int, min_words: int) -> Pool:
     return Pool(task=task.name, train=records, validation=validation, skipped=skipped, files=files)
 
 
-def sample_record(task: Task) -> dict:
-    """A real record for `templates show`: the first usable training row, read without the pool's checks."""
+def sample_records(task: Task, k: int) -> list[dict]:
+    """The first k usable records of the task's training file, for `templates show` (no pool checks: fast)."""
     src = task.data
     if src is None:
         raise UserError(f"task '{task.name}' declares no source to take a record from")
     path = resolve(src, src.train)
+    out = []
     for i, rec in enumerate(read_rows(src, path), 1):
         r = to_record(task, rec, i)
         if r is not None:
-            return r
-    raise UserError(f"{path}: no usable record")
+            out.append(r)
+            if len(out) == k:
+                break
+    if not out:
+        raise UserError(f"{path}: no usable record")
+    return out
