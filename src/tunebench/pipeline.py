@@ -40,6 +40,8 @@ def prepare_stage(cfg: DataConfig, out: Path | str, mixture: MixtureConfig | Non
                 examples["train"] = contam.drop(before, report)
                 gone = set(report["dropped"])
                 dropped = Counter(r.get("task") for r in before if r["id"] in gone)
+                summary["counts"]["train"] = len(examples["train"])
+                summary.setdefault("templates", {})["train"] = dict(Counter(r["template"] for r in examples["train"]))
             write_json(Path(out) / "contamination.json", report)
             contam.print_report(report, contamination.show)
             summary["contamination"] = contam.summary_line(report)
