@@ -124,6 +124,10 @@ def compare_runs(runs: list[Path | str]) -> dict:
     from .benchmarks.harness import load_results
 
     runs = [Path(r) for r in runs]
+    names: dict[int, str] = {}
+    for i, r in enumerate(runs):
+        # a column per run, named after its directory; the same name twice gets a number
+        names[i] = r.name if [x.name for x in runs].count(r.name) == 1 else f"{r.name}#{i + 1}"
     for r in runs:
         if not is_recipe_run(r):
             raise UserError(f"{r}: not a recipe run directory (needs base/metrics.json and tuned/metrics.json)")
@@ -132,22 +136,22 @@ def compare_runs(runs: list[Path | str]) -> dict:
     base_m = read_json(first / "base" / "metrics.json")
     columns = [{"name": "base", "run": str(first / "base"), "model": base_m.get("model"), "metrics": base_m}]
     notes = []
-    for r in runs:
+    for i, r in enumerate(runs):
         if _eval_set(r / "tuned") != reference_set:
             raise UserError(f"{r}/tuned and {first}/base were evaluated on different examples or prompts: not comparable")
         b = read_json(r / "base" / "metrics.json")
         if r != first and any(abs(b[k] - base_m[k]) > 1e-9 for k in METRICS):
             notes.append(f"{r}/base scored differently from {first}/base (rouge1 {b['rouge1']:.4f} vs {base_m['rouge1']:.4f})")
         m = read_json(r / "tuned" / "metrics.json")
-        columns.append({"name": r.name, "run": str(r / "tuned"), "model": m.get("model"), "metrics": m,
+        columns.append({"name": names[i], "run": str(r / "tuned"), "model": m.get("model"), "metrics": m,
                         "training": _training_of(r)})
     # forgetting suite: the base bench of the first run, then each run's tuned bench
     bench_cols, formats = [], []
     if (first / "base-bench" / "results.json").is_file():
         bench_cols.append(("base", load_results(first / "base-bench")))
-    for r in runs:
+    for i, r in enumerate(runs):
         if (r / "tuned-bench" / "results.json").is_file():
-            bench_cols.append((r.name, load_results(r / "tuned-bench")))
+            bench_cols.append((names[i], load_results(r / "tuned-bench")))
         else:
             notes.append(f"{r}: no tuned-bench/ (forgetting suite not run)")
     for name, res in bench_cols:
@@ -167,9 +171,9 @@ def compare_runs(runs: list[Path | str]) -> dict:
     macro = {name: (sum(r[name] for r in bench_rows) / len(bench_rows)
                     if bench_rows and all(r[name] is not None for r in bench_rows) else None) for name, _ in bench_cols}
     verdicts = {}
-    for r in runs:
+    for i, r in enumerate(runs):
         if (r / "forgetting.json").is_file():
-            verdicts[r.name] = read_json(r / "forgetting.json")["summary"]
+            verdicts[names[i]] = read_json(r / "forgetting.json")["summary"]
     return {"runs": [str(r) for r in runs], "data": base_m.get("data"), "n": base_m.get("n"),
             "summarization": [{"name": c["name"], "run": c["run"], "model": c["model"], "training": c.get("training"),
                                **{k: c["metrics"][k] for k in METRICS}} for c in columns],
