@@ -303,7 +303,8 @@ def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], skip: tup
         flag = "--" + (pre + name).replace("_", "-")
         dest = pre + name
         typ, choices, is_bool = _flag_type(field.annotation)
-        help_ = (field.description or "") + (f" [default: {field.default}]" if field.default is not None else "")
+        default = field.get_default(call_default_factory=True)
+        help_ = (field.description or "") + (f" [default: {default}]" if default not in (None, []) else "")
         if is_bool:
             group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif get_origin(field.annotation) is list:
