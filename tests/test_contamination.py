@@ -7,7 +7,7 @@ from tunebench import contamination as contam
 from tunebench.cli import main
 from tunebench.config import ContaminationConfig, DataConfig
 from tunebench.pipeline import prepare_stage
-from conftest import DIALOGSUM, dialogsum_rows
+from conftest import dialogsum_rows
 
 LONG = ("The committee met on Tuesday to discuss the budget for the new library, and after a long debate "
         "they agreed to postpone the vote until the spring.")           # 27 words

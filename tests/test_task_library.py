@@ -6,7 +6,7 @@ import pytest
 
 from tunebench.cli import main
 from tunebench.errors import UserError
-from tunebench.sources import input_texts, pool, sample_records
+from tunebench.sources import input_texts, pool
 from tunebench.templates import all_tasks, builtin_tasks, load_task_file
 
 SOURCED = sorted(name for name, t in builtin_tasks().items() if t.data is not None)

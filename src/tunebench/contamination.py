@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 import sys
 from collections import defaultdict
-from pathlib import Path
 from typing import Iterable
 
 from .errors import UserError

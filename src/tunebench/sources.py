@@ -157,6 +157,8 @@ def _pool(task: Task, n: int, min_words: int) -> Pool:
     if src.validation:
         vpath = resolve(src, src.validation)
         validation, v_empty = _records(task, read_rows(src, vpath))
+        if v_empty:
+            skipped["empty input field (validation file)"] = v_empty
         files["validation"] = str(vpath)
     else:
         k = min(src.holdout, len(records) // 2)
