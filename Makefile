@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tunebench-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser demo test test-fast clean
+.PHONY: install browser demo multitask test test-fast clean
 
 install: $(STAMP)
 
@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml Makefile
 
 demo: install
 	$(VENV)/bin/tunebench run recipes/dialogsum-lora.yaml
+
+# Multi-task instruction tuning, then base / single-task / multi-task side by side (needs `make demo` first)
+multitask: install
+	$(VENV)/bin/tunebench run recipes/multitask-lora.yaml
+	$(VENV)/bin/tunebench compare runs/demo runs/multitask --out runs
 
 # The report test renders HTML in Debian's chromium; as root (CI) it is installed here, elsewhere
 # that one test is skipped when no chromium is on PATH.

@@ -22,3 +22,27 @@ def test_recipe_errors_name_file_line_and_key(tmp_path, text, expected):
     (tmp_path / "r.yaml").write_text(text)
     with pytest.raises(UserError, match=expected):
         load_recipe(tmp_path / "r.yaml")
+
+
+def test_multitask_recipe_loads_with_its_mixture_and_contamination_sections():
+    r = load_recipe(REPO / "recipes" / "multitask-lora.yaml", ["mixture.total=16", "contamination.drop=false"])
+    assert r.mixture.total == 16 and r.mixture.cap == 3000 and r.mixture.temperature == 1.0
+    assert [t.task for t in r.mixture.tasks][:3] == ["dialogsum", "samsum", "amazon_reviews"] and len(r.mixture.tasks) >= 9
+    assert r.contamination.enabled and not r.contamination.drop and r.contamination.n == 13
+    demo = load_recipe(REPO / "recipes" / "dialogsum-lora.yaml")
+    # same model, LoRA and evaluation as the single-task demo: the comparison changes only the training data
+    assert r.model == demo.model and r.evaluate == demo.evaluate and r.forgetting == demo.forgetting
+    assert r.train.model_dump(exclude={"save_every"}) == demo.train.model_dump(exclude={"save_every"})
+    assert r.data.eval_template == demo.data.eval_template and r.data.test_limit is None
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("mixture:\n  tasks: [sst2]\n  temperatur: 2\n", r"r\.yaml:3: mixture\.temperatur: unknown key \(did you mean 'temperature'\?\)"),
+    ("mixture:\n  tasks:\n    - {task: sst2, wieght: 2}\n", r"r\.yaml:3: mixture\.tasks\.0\.wieght: unknown key \(did you mean 'weight'\?\)"),
+    ("mixture:\n  tasks: [sst2]\n  fewshot_share: 1.5\n", r"r\.yaml:3: mixture\.fewshot_share: Input should be less than or equal to 1"),
+    ("contamination:\n  n: 1\n", r"r\.yaml:2: contamination\.n: Input should be greater than or equal to 2"),
+])
+def test_mixture_and_contamination_errors_name_file_line_and_key(tmp_path, text, expected):
+    (tmp_path / "r.yaml").write_text(text)
+    with pytest.raises(UserError, match=expected):
+        load_recipe(tmp_path / "r.yaml")

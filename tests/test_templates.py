@@ -10,9 +10,11 @@ def test_dialogsum_has_five_or_more_flan_templates_rendering_a_real_record():
     assert len(task.templates) >= 5
     rec = dialogsum_rows("dev", 1)[0]
     for t in task.templates:
-        text = t.render(rec)
+        text = t.render(rec) + "\n" + t.render_target(rec)  # inverted templates ask for the dialogue
         assert rec["dialogue"] in text and "{{" not in text
     assert task.render_target(rec) == rec["summary"]
+    assert len(task.forward) == 7 and all(t.render_target(rec) == rec["summary"] for t in task.forward)
+    assert {t.name for t in task.templates if t.inverted} == {"write_dialogue", "dialogue_from_topic"}
 
 
 def test_sandbox_refuses_attribute_escapes(tmp_path):
@@ -23,13 +25,13 @@ def test_sandbox_refuses_attribute_escapes(tmp_path):
         load_task_file(f)
 
 
-def test_unknown_variable_is_an_error_not_an_empty_string(tmp_path):
+def test_unknown_variable_is_refused_at_load_and_a_missing_field_at_render(tmp_path):
     f = tmp_path / "t.yaml"
     f.write_text("task: t\ninputs: [x]\ntarget: '{{ y }}'\ntemplates:\n  - name: t\n    prompt: '{{ x }} {{ typo }}'\n")
-    with pytest.raises(UserError, match="template 't' uses 'typo', which is not declared"):
+    with pytest.raises(UserError, match=r"t\.yaml:6: templates\[0\]\.prompt: unknown variable 'typo'"):
         load_task_file(f)
     f.write_text("task: t\ninputs: [x]\ntarget: '{{ y }}'\ntemplates:\n  - name: t\n    prompt: '{{ x }}'\n")
-    with pytest.raises(UserError, match="'x' is undefined"):  # declared, but this record lacks it
+    with pytest.raises(UserError, match="'x' is undefined"):
         load_task_file(f).templates[0].render({"y": "b"})
 
 

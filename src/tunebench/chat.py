@@ -46,7 +46,9 @@ def chat(model_name: str, compare: bool = False, template: str | None = None, ma
         from .templates import find_template, get_task
 
         tmpl = find_template(template)
-        var = get_task(tmpl.task).inputs[0]
+        # the typed line fills the variable the prompt reads (the summary, for an inverted template)
+        names = tmpl.inputs
+        var = names[0] if len(names) == 1 else get_task(tmpl.task).inputs[0]
     width = max(len(label) for label, *_ in loaded)
     print(f"tunebench chat: {', '.join(f'{l}={n}' for l, n in pairs)}"
           + (f", template {tmpl.task}/{tmpl.name}" if tmpl else "") + ". Empty line or /quit to leave;"

@@ -10,8 +10,8 @@ import os
 import signal
 import sys
 
-from .config import (BenchConfig, CompareConfig, DataConfig, GenerateConfig, ModelConfig, TrainConfig, add_flags, from_flags,
-                     load_recipe)
+from .config import (BenchConfig, CompareConfig, ContaminationConfig, DataConfig, GenerateConfig, MixtureConfig, ModelConfig,
+                     TrainConfig, add_flags, from_flags, load_recipe)
 from .errors import UserError
 
 
@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prepare", help="records -> train/validation/test prompt-completion JSONL")
     pr.add_argument("--out", required=True, help="directory for train.jsonl, validation.jsonl, test.jsonl")
     add_flags(pr, DataConfig)
+    # --mixture-tasks turns the training split into a multi-task mixture (the data flags still give the test split)
+    add_flags(pr, MixtureConfig, prefix="mixture")
 
     t = sub.add_parser("train", help="fine-tune (LoRA or full) on a prepared data directory")
     t.add_argument("--data", required=True, help="directory written by `tunebench prepare`")
@@ -60,9 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     add_flags(b, ModelConfig, skip=("chat_template",))
     add_flags(b, BenchConfig)
 
-    c = sub.add_parser("compare", help="two evaluation runs (metric table, examples) or two benchmark runs (forgetting)")
+    c = sub.add_parser("compare", help="two evaluation runs (metric table, examples), two benchmark runs (forgetting), "
+                                       "or recipe runs (base and every tuned model, summarization and forgetting suite)")
     c.add_argument("base_run")
     c.add_argument("tuned_run")
+    c.add_argument("more_runs", nargs="*", metavar="RUN", help="more recipe run directories")
     c.add_argument("--out", help="where compare.md / compare.json go (default: the tuned run's parent)")
     add_flags(c, CompareConfig)
 
@@ -70,8 +74,28 @@ def _parser() -> argparse.ArgumentParser:
     tsub = tp.add_subparsers(dest="templates_command", required=True, metavar="ACTION")
     tl = tsub.add_parser("list", help="every task and its templates")
     tl.add_argument("--task", help="only this task (a name or a task YAML file)")
-    ts = tsub.add_parser("show", help="one template, rendered on an example record")
-    ts.add_argument("name", help="TEMPLATE or TASK/TEMPLATE")
+    tl.add_argument("--task-file", action="append", default=[], help="also list the tasks of this YAML file (repeatable)")
+    ts = tsub.add_parser("show", help="a task's templates (or one), rendered on a real record of its data")
+    ts.add_argument("name", help="TASK, TASK/TEMPLATE or TEMPLATE")
+    ts.add_argument("--template", help="only this template of TASK")
+    ts.add_argument("--index", type=int, default=0, help="which usable record of the task's training file [default: 0]")
+    ts.add_argument("--shots", type=int, default=0, help="render few-shot, with the next records as exemplars")
+    ts.add_argument("--task-file", action="append", default=[], help="a YAML file declaring TASK (repeatable)")
+
+    ct = sub.add_parser("contamination", help="n-gram overlap of a prepared training set with evaluation sets")
+    ct.add_argument("--data", help="prepared directory (train.jsonl); default with --recipe: OUT/data")
+    ct.add_argument("--recipe", help="check exactly what this recipe evaluates on (its test split, its forgetting suite)")
+    ct.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    ct.add_argument("--suite", action="append", default=[], help="benchmark suite to check against (repeatable)")
+    ct.add_argument("--task", action="append", default=[], help="benchmark task to check against (repeatable)")
+    ct.add_argument("--limit", type=int, help="first N examples per benchmark task (default: the suite's)")
+    ct.add_argument("--shots", type=int, default=0)
+    ct.add_argument("--eval-dataset", help="a dataset (dialogsum or a path) whose --eval-split is an evaluation set")
+    ct.add_argument("--eval-task", default="dialogsum", help="its template task (for its field names) [default: dialogsum]")
+    ct.add_argument("--eval-split", default="test", choices=["validation", "test"])
+    ct.add_argument("--eval-limit", type=int, help="first N examples of that split")
+    ct.add_argument("--out", help="where contamination.json goes [default: the --data directory]")
+    add_flags(ct, ContaminationConfig, skip=("enabled",))
 
     rp = sub.add_parser("report", help="one self-contained HTML report from run directories")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
@@ -111,7 +135,8 @@ def _dispatch(args) -> int | None:
         recipe = load_recipe(args.recipe, args.overrides)
         pipeline.run_recipe(recipe, fresh=args.fresh)
     elif args.command == "prepare":
-        s = pipeline.prepare_stage(from_flags(DataConfig, args), args.out)
+        mixture = from_flags(MixtureConfig, args, prefix="mixture") if args.mixture_tasks else None
+        s = pipeline.prepare_stage(from_flags(DataConfig, args), args.out, mixture)
         print(f"{args.out}: {s['counts']} from {s['source']}")
     elif args.command == "train":
         s = pipeline.train_stage(from_flags(ModelConfig, args), from_flags(TrainConfig, args), args.data, args.out, args.resume)
@@ -131,7 +156,13 @@ def _dispatch(args) -> int | None:
         from pathlib import Path
 
         out = args.out or Path(args.tuned_run).resolve().parent
-        if (Path(args.base_run) / "results.json").is_file():
+        from . import compare as compare_mod
+
+        if args.more_runs or compare_mod.is_recipe_run(args.base_run):
+            c = compare_mod.compare_runs([args.base_run, args.tuned_run, *args.more_runs])
+            md, js = compare_mod.write_runs(c, out)
+            compare_mod.print_runs(c)
+        elif (Path(args.base_run) / "results.json").is_file():
             from .benchmarks import forgetting
 
             c = forgetting.compare_bench(args.base_run, args.tuned_run)
@@ -147,6 +178,8 @@ def _dispatch(args) -> int | None:
         print(f"written: {md}, {js}")
     elif args.command == "templates":
         _templates(args)
+    elif args.command == "contamination":
+        _contamination(args)
     elif args.command == "report":
         from .reports import write
 
@@ -191,21 +224,103 @@ def _bench(args) -> None:
 
 
 def _templates(args) -> None:
-    from .templates import builtin_tasks, find_template, get_task
+    from .templates import all_tasks, find_template, get_task
 
     if args.templates_command == "list":
-        tasks = [get_task(args.task)] if args.task else list(builtin_tasks().values())
-        for task in tasks:
+        if args.task:
+            task = get_task(args.task, args.task_file)
             print(f"{task.name}: {task.description} (inputs: {', '.join(task.inputs)})")
             for t in task.templates:
                 first = t.prompt.replace("\n", " ")
-                print(f"  {t.name:<24} {first[:70]}{'...' if len(first) > 70 else ''}")
+                mark = " [inverted]" if t.inverted else " [own target]" if t.target != task.target else ""
+                print(f"  {t.name:<26} {first[:70]}{'...' if len(first) > 70 else ''}{mark}")
+            if task.data:
+                print(f"  source: {task.data.describe()}")
+            return
+        tasks = all_tasks(args.task_file)
+        print(f"{'task':<16} {'templates':>9} {'inverted':>8}  source")
+        for task in tasks.values():
+            inv = sum(t.inverted for t in task.templates)
+            print(f"{task.name:<16} {len(task.templates):>9} {inv:>8}  {task.data.describe() if task.data else '(no source: single-task data only)'}")
+            print(f"{'':<16} {', '.join(t.name for t in task.templates)}")
+        return
+    name = args.name
+    tasks = all_tasks(args.task_file)
+    if name in tasks or name.endswith((".yaml", ".yml")):
+        task = get_task(name, args.task_file)
+        templates = [task.template(args.template)] if args.template else list(task.templates)
     else:
-        t = find_template(args.name)
-        task = get_task(t.task)
-        example = {v: f"<{v}>" for v in task.variables}
-        print(f"# {task.name}/{t.name}\n--- template ---\n{t.prompt}\n--- rendered ---\n{t.render(example)}\n"
-              f"--- target ---\n{task.render_target(example)}")
+        t = find_template(name)
+        task, templates = get_task(t.task), [t]
+    records = _show_records(task, args.index, args.shots)
+    record, shots = (records[0], records[1:]) if records else ({v: f"<{v}>" for v in task.variables}, [])
+    if records:
+        print(f"# {task.name}: record {record['_id']} ({record['_source']})")
+    else:
+        print(f"# {task.name}: no source data, placeholders shown")
+    from .mixtures import render
+
+    for t in templates:
+        flag = " (inverted)" if t.inverted else ""
+        if len(templates) == 1:
+            print(f"# {task.name}/{t.name}{flag}\n--- template ---\n{t.prompt}")
+        else:
+            print(f"\n# {task.name}/{t.name}{flag}")
+        print(f"--- rendered{f' ({len(shots)}-shot)' if shots else ''} ---\n{render(t, record, shots)}\n"
+              f"--- target ---\n{t.render_target(record)}")
+
+
+def _show_records(task, index: int, shots: int) -> list[dict]:
+    if task.data is None:
+        return []
+    from .sources import sample_records
+
+    records = sample_records(task, index + shots + 1)
+    if len(records) <= index:
+        raise UserError(f"task '{task.name}': --index {index}, but only {len(records)} usable records")
+    return records[index:]
+
+
+def _contamination(args) -> None:
+    from pathlib import Path
+
+    from . import contamination as contam
+    from .data import load_prepared
+    from .pipeline import evaluation_of
+    from .runs import write_json, write_jsonl
+
+    cfg = from_flags(ContaminationConfig, args)
+    if args.recipe:
+        recipe = load_recipe(args.recipe, args.overrides)
+        data_dir = Path(args.data or Path(recipe.out) / "data")
+        evaluation, data_cfg = evaluation_of(recipe), recipe.data
+        cfg = from_flags(ContaminationConfig, args, base=recipe.contamination)
+    else:
+        if not args.data:
+            raise UserError("contamination: give --data DIR (a prepared directory) or --recipe FILE")
+        if not (args.suite or args.task or args.eval_dataset):
+            raise UserError("contamination: nothing to check against (give --suite, --task or --eval-dataset)")
+        data_dir = Path(args.data)
+        evaluation = {}
+        if args.eval_dataset:
+            evaluation.update(split=args.eval_split, limit=args.eval_limit)
+        if args.suite or args.task:
+            evaluation["benchmarks"] = {"suite": args.suite, "task": args.task, "limit": args.limit, "shots": args.shots}
+        data_cfg = DataConfig(dataset=args.eval_dataset or "dialogsum", task=args.eval_task)
+    examples = {"train": load_prepared(data_dir, "train")}
+    split = evaluation.get("split")
+    if split and (data_dir / f"{split}.jsonl").is_file():
+        examples[split] = load_prepared(data_dir, split)
+    report = contam.check_run(examples, data_cfg, cfg, evaluation)
+    if cfg.drop and report["contaminated_train"]:
+        kept = contam.drop(examples["train"], report)
+        write_jsonl(data_dir / "train.jsonl", kept)
+    out = Path(args.out or data_dir)
+    write_json(out / "contamination.json", report)
+    contam.print_report(report, cfg.show)
+    if report["dropped"]:
+        print(f"{data_dir}/train.jsonl: {len(report['dropped'])} examples dropped; train again on it for a clean model")
+    print(f"written: {out / 'contamination.json'}")
 
 
 if __name__ == "__main__":

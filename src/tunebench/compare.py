@@ -101,3 +101,150 @@ def print_table(c: dict) -> None:
     console.print(table)
     for e in c["examples"]:
         console.print(f"[bold]{e['id']}[/bold]\n  human: {e['reference']}\n  base:  {e['base']}\n  tuned: {e['tuned']}")
+
+
+# ---------------------------------------------------------------------------- several recipe runs
+
+def is_recipe_run(path: Path | str) -> bool:
+    p = Path(path)
+    return (p / "base" / "metrics.json").is_file() and (p / "tuned" / "metrics.json").is_file()
+
+
+def _eval_set(run: Path) -> list:
+    return [(r["id"], r["prompt"], r["references"]) for r in read_jsonl(run / "predictions.jsonl")]
+
+
+def compare_runs(runs: list[Path | str]) -> dict:
+    """Base model and every run's tuned model side by side: the summarization metrics and each
+    forgetting-suite task, all from the runs' own files (the same evaluation code wrote them).
+
+    The runs must have evaluated on the same examples with the same prompts; the base model is
+    taken from the first run, and any run whose base scored differently is reported.
+    """
+    from .benchmarks.harness import load_results
+
+    runs = [Path(r) for r in runs]
+    names: dict[int, str] = {}
+    for i, r in enumerate(runs):
+        # a column per run, named after its directory; the same name twice gets a number
+        names[i] = r.name if [x.name for x in runs].count(r.name) == 1 else f"{r.name}#{i + 1}"
+    for r in runs:
+        if not is_recipe_run(r):
+            raise UserError(f"{r}: not a recipe run directory (needs base/metrics.json and tuned/metrics.json)")
+    first = runs[0]
+    reference_set = _eval_set(first / "base")
+    base_m = read_json(first / "base" / "metrics.json")
+    columns = [{"name": "base", "run": str(first / "base"), "model": base_m.get("model"), "metrics": base_m}]
+    notes = []
+    for i, r in enumerate(runs):
+        if _eval_set(r / "tuned") != reference_set:
+            raise UserError(f"{r}/tuned and {first}/base were evaluated on different examples or prompts: not comparable")
+        b = read_json(r / "base" / "metrics.json")
+        if r != first and any(abs(b[k] - base_m[k]) > 1e-9 for k in METRICS):
+            notes.append(f"{r}/base scored differently from {first}/base (rouge1 {b['rouge1']:.4f} vs {base_m['rouge1']:.4f})")
+        m = read_json(r / "tuned" / "metrics.json")
+        columns.append({"name": names[i], "run": str(r / "tuned"), "model": m.get("model"), "metrics": m,
+                        "training": _training_of(r)})
+    # forgetting suite: the base bench of the first run, then each run's tuned bench
+    bench_cols, formats = [], []
+    if (first / "base-bench" / "results.json").is_file():
+        bench_cols.append(("base", load_results(first / "base-bench")))
+    for i, r in enumerate(runs):
+        if (r / "tuned-bench" / "results.json").is_file():
+            bench_cols.append((names[i], load_results(r / "tuned-bench")))
+        else:
+            notes.append(f"{r}: no tuned-bench/ (forgetting suite not run)")
+    for name, res in bench_cols:
+        formats.append(res["format"])
+        if res["format"] != bench_cols[0][1]["format"]:
+            raise UserError(f"benchmark runs of '{bench_cols[0][0]}' and '{name}' used different prompt formats: not comparable")
+    tasks = [t["name"] for t in bench_cols[0][1]["tasks"]] if bench_cols else []
+    bench_rows = []
+    for task in tasks:
+        row = {"task": task}
+        for name, res in bench_cols:
+            entry = next((t for t in res["tasks"] if t["name"] == task), None)
+            row[name] = entry["primary"] if entry else None
+            row["metric"] = entry["primary_metric"] if entry else row.get("metric")
+            row["n"] = entry["n"] if entry else row.get("n")
+        bench_rows.append(row)
+    macro = {name: (sum(r[name] for r in bench_rows) / len(bench_rows)
+                    if bench_rows and all(r[name] is not None for r in bench_rows) else None) for name, _ in bench_cols}
+    verdicts = {}
+    for i, r in enumerate(runs):
+        if (r / "forgetting.json").is_file():
+            verdicts[names[i]] = read_json(r / "forgetting.json")["summary"]
+    return {"runs": [str(r) for r in runs], "data": base_m.get("data"), "n": base_m.get("n"),
+            "summarization": [{"name": c["name"], "run": c["run"], "model": c["model"], "training": c.get("training"),
+                               **{k: c["metrics"][k] for k in METRICS}} for c in columns],
+            "bench_columns": [name for name, _ in bench_cols], "bench": bench_rows, "bench_macro": macro,
+            "forgetting_verdicts": verdicts, "notes": notes}
+
+
+def _training_of(run: Path) -> str:
+    """A few words on how a run was trained, from its prepared data's manifest."""
+    manifest = run / "data" / "run.json"
+    if not manifest.is_file():
+        return ""
+    s = read_json(manifest).get("summary", {})
+    counts = s.get("counts", {})
+    if s.get("task") == "mixture":
+        return f"{len(s.get('mixture', {}))}-task mixture, {counts.get('train')} examples"
+    return f"{s.get('task')}, {counts.get('train')} examples"
+
+
+def runs_markdown(c: dict) -> str:
+    lines = [f"# {len(c['runs'])} runs against the base model", "",
+             f"Summarization: {c['n']} examples of {c['data']} (ROUGE F-measure 0..1, BLEU 0..100).", "",
+             "| model | training | " + " | ".join(METRICS) + " |", "|---|---|" + "---:|" * len(METRICS)]
+    for r in c["summarization"]:
+        lines.append(f"| {r['name']} | {r.get('training') or ''} | " + " | ".join(
+            f"{r[k]:.1f}" if k == "bleu" else f"{r[k]:.3f}" for k in METRICS) + " |")
+    if c["bench"]:
+        cols = c["bench_columns"]
+        lines += ["", "Forgetting suite (primary metric per task, same examples and prompts for every model):", "",
+                  "| task | n | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+        for r in c["bench"]:
+            lines.append(f"| {r['task']} | {r['n']} | " + " | ".join(
+                f"{r[k]:.3f}" if r[k] is not None else "n/a" for k in cols) + " |")
+        lines.append("| **macro average** | | " + " | ".join(
+            f"**{c['bench_macro'][k]:.3f}**" if c["bench_macro"][k] is not None else "n/a" for k in cols) + " |")
+    for name, v in c["forgetting_verdicts"].items():
+        lines += ["", f"- {name}: {v}"]
+    for n in c["notes"]:
+        lines += ["", f"Note: {n}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_runs(c: dict, out_dir: Path | str) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    write_json(out_dir / "comparison.json", c)
+    atomic_write_text(out_dir / "comparison.md", runs_markdown(c))
+    return out_dir / "comparison.md", out_dir / "comparison.json"
+
+
+def print_runs(c: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    t = Table(title=f"{c['n']} examples of {c['data']}")
+    for col in ("model", "training", *METRICS):
+        t.add_column(col, justify="left" if col in ("model", "training") else "right")
+    for r in c["summarization"]:
+        t.add_row(r["name"], r.get("training") or "", *(f"{r[k]:.1f}" if k == "bleu" else f"{r[k]:.3f}" for k in METRICS))
+    console.print(t)
+    if c["bench"]:
+        cols = c["bench_columns"]
+        b = Table(title="forgetting suite")
+        for col in ("task", "n", *cols):
+            b.add_column(col, justify="left" if col == "task" else "right")
+        for r in c["bench"]:
+            b.add_row(r["task"], str(r["n"]), *(f"{r[k]:.3f}" if r[k] is not None else "n/a" for k in cols))
+        b.add_row("macro average", "", *(f"{c['bench_macro'][k]:.3f}" if c["bench_macro"][k] is not None else "n/a"
+                                         for k in cols), style="bold")
+        console.print(b)
+    for name, v in c["forgetting_verdicts"].items():
+        console.print(f"{name}: {v}")
+    for n in c["notes"]:
+        console.print(f"note: {n}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import UserError
 
@@ -121,6 +121,49 @@ class ForgettingConfig(BenchConfig):
     suite: list[str] = Field(default_factory=lambda: ["forgetting-core"])
 
 
+class MixtureTask(Section):
+    """One task of a mixture: a name from the template library (or a user's task file)."""
+
+    task: str
+    weight: float = Field(1.0, gt=0, description="multiplies the task's mixing rate")
+    templates: Union[Literal["all"], list[str]] = Field("all", description="'all' or template names")
+
+
+class MixtureConfig(Section):
+    """A FLAN-style multi-task training set (the `prepare` stage with a `mixture:` section).
+
+    Rates: weight * min(pool, cap) ** (1 / temperature), normalised; counts split `total` exactly.
+    """
+
+    tasks: list[MixtureTask] = Field(default_factory=list, description="task names or {task, weight, templates}")
+    task_files: list[str] = Field(default_factory=list, description="extra task YAML files (tunebench templates list --task F)")
+    cap: Optional[int] = Field(3000, gt=0, description="records per task counted for its rate (FLAN: 3,000); null: no cap")
+    temperature: float = Field(1.0, gt=0, description="1: examples-proportional; higher flattens the rates towards equal")
+    total: int = Field(1000, gt=0, description="training examples in the mixture")
+    fewshot_share: float = Field(0.3, ge=0, le=1, description="share of each task's examples rendered few-shot")
+    max_shots: int = Field(3, ge=1, description="a few-shot example gets 1..max_shots exemplars of its task")
+    fewshot_max_words: int = Field(300, gt=0, description="exemplars are dropped until a few-shot prompt fits")
+    inverted: bool = Field(True, description="include templates that turn a task around (summary -> dialogue)")
+    validation_per_task: int = Field(8, ge=0, description="held-out validation examples per task (zero-shot)")
+    seed: int = Field(0, description="records, templates, few-shot choice and exemplars")
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _names(cls, v):
+        # `tasks: [sst2, rte]` and `--mixture-tasks sst2` are shorthand for {task: NAME}
+        return [{"task": x} if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
+
+
+class ContaminationConfig(Section):
+    """N-gram overlap of the training examples with every evaluation set the run uses."""
+
+    enabled: bool = Field(True, description="check before training and evaluation")
+    n: int = Field(13, ge=2, description="n-gram length in words (GPT-3 used 13)")
+    min_words: int = Field(4, ge=2, description="evaluation texts shorter than this are not checked")
+    drop: bool = Field(False, description="remove overlapping examples from the training set")
+    show: int = Field(10, ge=0, description="overlaps printed (all of them go to contamination.json)")
+
+
 class CompareConfig(Section):
     examples: int = Field(3, ge=0, description="side-by-side examples in the compare table")
 
@@ -134,6 +177,8 @@ class Recipe(Section):
     evaluate: GenerateConfig = Field(default_factory=GenerateConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
     forgetting: Optional[ForgettingConfig] = None
+    mixture: Optional[MixtureConfig] = None
+    contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -210,11 +255,25 @@ def _describe(e: ValidationError, path, node, model: type[BaseModel]) -> str:
 
 def _known_keys(model: type[BaseModel], loc) -> list[str]:
     for part in loc:
+        if isinstance(part, int):  # an item of a list of sections (mixture.tasks[2])
+            continue
         field = model.model_fields.get(part)
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        inner = _section_type(field.annotation) if field is not None else None
+        if inner is None:
             return []
-        model = field.annotation
+        model = inner
     return list(model.model_fields)
+
+
+def _section_type(annotation):
+    """The section model inside Optional[...] or list[...], if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    return None
 
 
 # ---------------------------------------------------------------------------- CLI flags
@@ -234,33 +293,42 @@ def _flag_type(annotation):
     return str, None, False  # lists, dicts, unions: parsed as YAML
 
 
-def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], skip: tuple[str, ...] = ()) -> None:
+def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], skip: tuple[str, ...] = (), prefix: str = "") -> None:
+    """One flag per field; `prefix` ('mixture') keeps a section's flags apart from another's (--mixture-seed)."""
     group = parser.add_argument_group(model.__name__.replace("Config", "").lower() + " options")
+    pre = prefix + "_" if prefix else ""
     for name, field in model.model_fields.items():
         if name in skip:
             continue
-        flag = "--" + name.replace("_", "-")
+        flag = "--" + (pre + name).replace("_", "-")
+        dest = pre + name
         typ, choices, is_bool = _flag_type(field.annotation)
-        help_ = (field.description or "") + (f" [default: {field.default}]" if field.default is not None else "")
+        default = field.get_default(call_default_factory=True)
+        help_ = (field.description or "") + (f" [default: {default}]" if default not in (None, []) else "")
         if is_bool:
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif get_origin(field.annotation) is list:
-            group.add_argument(flag, dest=name, action="append", default=None, help=help_ + " (repeatable)")
+            item = (get_args(field.annotation) or (str,))[0]
+            # items that are mappings ({task: sst2, weight: 2}) are written as YAML
+            group.add_argument(flag, dest=dest, action="append", default=None, help=help_ + " (repeatable)",
+                               type=yaml.safe_load if isinstance(item, type) and issubclass(item, BaseModel) else None)
         else:
             complex_ = typ is str and choices is None and field.annotation is not str and get_args(field.annotation) != (str, type(None))
-            group.add_argument(flag, dest=name, default=None, choices=choices, help=help_,
+            group.add_argument(flag, dest=dest, default=None, choices=choices, help=help_,
                                type=(yaml.safe_load if complex_ else typ))
 
 
-def from_flags(model: type[Section], args: argparse.Namespace, base: Optional[Section] = None, what: str = "flags"):
+def from_flags(model: type[Section], args: argparse.Namespace, base: Optional[Section] = None, what: str = "flags",
+               prefix: str = ""):
+    pre = prefix + "_" if prefix else ""
     values = base.model_dump() if base is not None else {}
     for name in model.model_fields:
-        v = getattr(args, name, None)
+        v = getattr(args, pre + name, None)
         if v is not None:
             values[name] = v
     try:
         return model.model_validate(values)
     except ValidationError as e:
         err = e.errors()[0]
-        name = str(err["loc"][0]) if err["loc"] else "?"
-        raise UserError(f"--{name.replace('_', '-')}: {err['msg']}") from None
+        name = ".".join(str(p) for p in err["loc"][:1]) if err["loc"] else "?"
+        raise UserError(f"--{(pre + name).replace('_', '-')}: {err['msg']}") from None

@@ -248,16 +248,21 @@ def split_records(splits: dict[str, list[Record]], cfg: DataConfig) -> dict[str,
     return out
 
 
-def prepare(cfg: DataConfig) -> tuple[dict[str, list[dict]], dict]:
-    """Examples per split, and a summary (counts, templates, source) for the run manifest."""
+def prepare(cfg: DataConfig, only: tuple[str, ...] = SPLITS) -> tuple[dict[str, list[dict]], dict]:
+    """Examples per split, and a summary (counts, templates, source) for the run manifest.
+
+    `only` renders just those splits (a mixture takes its training set elsewhere); the others are empty.
+    """
     task = get_task(cfg.task)
     raw, source = load_splits(cfg)
     splits = split_records(raw, cfg)
-    pool = list(task.templates) if cfg.templates == "all" else [task.template(n) for n in cfg.templates]
+    pool = task.forward if cfg.templates == "all" else [task.template(n) for n in cfg.templates]
+    if not pool:
+        raise UserError(f"task '{task.name}': no templates selected")
     eval_template = task.template(cfg.eval_template) if cfg.eval_template else pool[0]
-    examples: dict[str, list[dict]] = {}
+    examples: dict[str, list[dict]] = {s: [] for s in SPLITS}
     seen_ids: dict[str, str] = {}
-    for split in SPLITS:
+    for split in only:
         recs = splits.get(split, [])
         if split == "train":
             chosen = task.choose(cfg.templates, cfg.template_choice, cfg.seed, len(recs))
@@ -273,7 +278,9 @@ def prepare(cfg: DataConfig) -> tuple[dict[str, list[dict]], dict]:
                 raise UserError(f"{rec.source}: duplicate id '{rid}' (first at {seen_ids[rid]})")
             seen_ids[rid] = rec.source
             refs = f.pop("__references")
-            completion = task.render_target(f)
+            completion = tmpl.render_target(f)
+            if tmpl.target != task.target:  # a template with its own target (e.g. inverted) has its own reference
+                refs = None
             rows.append({
                 "id": rid,
                 "prompt": tmpl.render(f),
@@ -290,6 +297,24 @@ def prepare(cfg: DataConfig) -> tuple[dict[str, list[dict]], dict]:
         "templates": {s: _count(r["template"] for r in v) for s, v in examples.items()},
     }
     return examples, summary
+
+
+def evaluation_texts(cfg: DataConfig, split: str, limit: int | None) -> list[tuple[str, list[str]]]:
+    """(id, raw texts) of the examples an evaluation of `split` scores: the inputs and every reference.
+
+    The contamination check looks for these in the training data; prompt words are left out so
+    that a training prompt built from the same template does not match on them.
+    """
+    task = get_task(cfg.task)
+    raw, _ = load_splits(cfg)
+    recs = split_records(raw, cfg).get(split, [])
+    out = []
+    for rec in recs[:limit] if limit else recs:
+        f = normalise(rec, task, cfg, need_target=True)
+        refs = f.pop("__references") or []
+        rid = str(f.get(cfg.id_field)) if cfg.id_field else _default_id(f, rec)
+        out.append((rid, [f[v] for v in task.inputs] + list(refs)))
+    return out
 
 
 def _default_id(f: dict, rec: Record) -> str:

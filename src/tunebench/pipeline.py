@@ -3,25 +3,76 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 from . import compare as compare_mod
 from . import models
 from .batching import Formatter
-from .config import GenerateConfig, ModelConfig, Recipe, TrainConfig, DataConfig
+from .config import ContaminationConfig, DataConfig, GenerateConfig, MixtureConfig, ModelConfig, Recipe, TrainConfig
 from .data import SPLITS, load_prepared, prepare
 from .errors import UserError
 from .generation import generate
 from .runs import Journal, Stage, completed, read_json, write_json, write_jsonl
 
 
-def prepare_stage(cfg: DataConfig, out: Path | str) -> dict:
-    with Stage(out, "prepare", cfg.model_dump()) as st:
-        examples, summary = prepare(cfg)
+def prepare_stage(cfg: DataConfig, out: Path | str, mixture: MixtureConfig | None = None,
+                  contamination: ContaminationConfig | None = None, evaluation: dict | None = None) -> dict:
+    """Prepared splits; with `mixture`, a multi-task training set (mixture.json); with `contamination`
+    and `evaluation` (what the run will evaluate on), the overlap check (contamination.json)."""
+    checking = contamination is not None and contamination.enabled and evaluation is not None
+    with Stage(out, "prepare", prepare_config(cfg, mixture, contamination, evaluation)) as st:
+        n, min_words = (contamination.n, contamination.min_words) if contamination else (13, 4)
+        if mixture is not None:
+            from . import mixtures
+
+            train, validation, plan = mixtures.build(mixture, n, min_words)
+            examples, summary = prepare(cfg, only=("test",))
+            examples.update(train=train, validation=validation)
+        else:
+            examples, summary = prepare(cfg)
+        dropped: Counter = Counter()
+        if checking:
+            from . import contamination as contam
+
+            report = contam.check_run(examples, cfg, contamination, evaluation)
+            if contamination.drop:
+                before = examples["train"]
+                examples["train"] = contam.drop(before, report)
+                gone = set(report["dropped"])
+                dropped = Counter(r.get("task") for r in before if r["id"] in gone)
+                summary["counts"]["train"] = len(examples["train"])
+                summary.setdefault("templates", {})["train"] = dict(Counter(r["template"] for r in examples["train"]))
+            write_json(Path(out) / "contamination.json", report)
+            contam.print_report(report, contamination.show)
+            summary["contamination"] = contam.summary_line(report)
+        if mixture is not None:
+            realised = mixtures.realised(examples["train"], examples["validation"], plan, dropped)
+            write_json(Path(out) / "mixture.json", realised)
+            mixtures.print_table(realised)
+            summary = mixtures.summary(realised, examples, summary)
         for split in SPLITS:
             write_jsonl(Path(out) / f"{split}.jsonl", examples[split])
         st.extra["summary"] = summary
     return summary
+
+
+def prepare_config(cfg: DataConfig, mixture=None, contamination=None, evaluation=None) -> dict:
+    """The settings a prepared directory depends on (a plain data section stays as it was: old runs resume)."""
+    checking = contamination is not None and contamination.enabled and evaluation is not None
+    if mixture is None and not checking:
+        return cfg.model_dump()
+    return {"data": cfg.model_dump(), "mixture": mixture.model_dump() if mixture else None,
+            "contamination": contamination.model_dump() if checking else None, "evaluation": evaluation if checking else None}
+
+
+def evaluation_of(recipe: Recipe) -> dict:
+    """What a recipe evaluates on: the summarization split and the forgetting benchmarks."""
+    ev = {"split": recipe.evaluate.split, "limit": recipe.evaluate.limit}
+    f = recipe.forgetting
+    if f and f.enabled:
+        ev["benchmarks"] = {"suite": f.suite, "task": f.task, "limit": f.limit, "shots": f.shots, "seed": f.seed}
+    return ev
 
 
 def train_stage(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: Path | str, resume: bool = False) -> dict:
@@ -156,10 +207,16 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
         return False
 
     models.resolve(recipe.model.model)  # a misspelt model name should not wait for data preparation
-    say(f"prepare -> {data_dir}")
-    if not skip(data_dir, recipe.data.model_dump()):
-        s = prepare_stage(recipe.data, data_dir)
+    say(f"prepare{' mixture' if recipe.mixture else ''}"
+        f"{', contamination check' if recipe.contamination.enabled else ''} -> {data_dir}")
+    evaluation = evaluation_of(recipe)
+    if not skip(data_dir, prepare_config(recipe.data, recipe.mixture, recipe.contamination, evaluation)):
+        s = prepare_stage(recipe.data, data_dir, recipe.mixture, recipe.contamination, evaluation)
         print(f"[tunebench]     {s['counts']}")
+    elif (data_dir / "contamination.json").is_file():
+        from . import contamination as contam
+
+        print(f"[tunebench]     {contam.summary_line(read_json(data_dir / 'contamination.json'))}")
     say(f"evaluate base model -> {base_dir}")
     base_gen = {"model": recipe.model.model_dump(), "generate": recipe.evaluate.model_dump(), "data": str(data_dir)}
     if not (skip(base_dir, base_gen) and (base_dir / "metrics.json").is_file()):

@@ -1,16 +1,21 @@
 """The prompt-template library: tasks declared in YAML, rendered in Jinja's sandbox.
 
 A task file names its input variables, a target template and several prompt templates
-(FLAN style: many phrasings of one instruction). Built-in tasks live in `template_library/`;
-a user's task file is loaded the same way and validated on load.
+(FLAN style: many phrasings of one instruction, some of them turning the task around with a
+target of their own). Built-in tasks live in `template_library/` and also declare their
+`source`: which files under the data root feed the training pool, how columns and labels
+become template variables, and which benchmark rows must never be trained on. A user's task
+file is loaded the same way and validated on load: a template naming a variable the task does
+not declare is refused with the file, line and key.
 """
 from __future__ import annotations
 
 import difflib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
 
 import jinja2
 import yaml
@@ -25,15 +30,58 @@ LIBRARY = Path(__file__).parent / "template_library"
 # rendering an empty string into the prompt. No autoescape: prompts are plain text.
 _ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
+_TASK_KEYS = ("task", "description", "inputs", "target", "variables", "source", "templates")
+_TEMPLATE_KEYS = ("name", "prompt", "target", "inverted")
+_SOURCE_KEYS = ("format", "columns", "id", "train", "validation", "test", "fields", "label", "reserve")
+
 
 @dataclass(frozen=True)
 class Template:
     name: str
     prompt: str
     task: str
+    target: str = ""          # the task's target unless the template declares its own
+    inverted: bool = False    # turns the task around (e.g. summary -> dialogue): opt-in for single-task data
 
     def render(self, record: dict) -> str:
         return _render(self.prompt, record, f"template '{self.name}'")
+
+    def render_target(self, record: dict) -> str:
+        return _render(self.target, record, f"template '{self.name}' target")
+
+    @property
+    def inputs(self) -> list[str]:
+        """Variables the prompt reads, in a stable order (chat feeds a typed line to the first)."""
+        return sorted(meta.find_undeclared_variables(_ENV.parse(self.prompt)))
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a built-in (or user) task's records come from. Paths are relative to the data root."""
+
+    train: str
+    validation: Optional[str] = None   # a file, or None when `holdout` rows are carved from train
+    holdout: int = 0                    # last N usable train rows, kept for validation
+    test: Optional[str] = None         # evaluation only: never read into a training pool
+    format: Optional[str] = None       # jsonl, csv, tsv (default: from the suffix)
+    columns: Optional[tuple[str, ...]] = None   # for files without a header row
+    id: Optional[str] = None           # column holding a record id (default: the row number)
+    fields: dict = field(default_factory=dict)  # template variable -> column
+    label: Optional[dict] = None       # {column, as, map}: a label column verbalized into a variable
+    reserve: tuple = ()                # ({benchmark, first}, ...): benchmark rows kept out of training
+    base: Optional[str] = None         # folder that './' and '../' paths are relative to (a user's task file)
+
+    def describe(self) -> str:
+        parts = [self.train]
+        if self.validation:
+            parts.append(f"validation {self.validation}")
+        elif self.holdout:
+            parts.append(f"validation: last {self.holdout} train rows")
+        if self.test:
+            parts.append(f"test {self.test} (evaluation only)")
+        for r in self.reserve:
+            parts.append(f"never trains on the first {r['first']} of {r['benchmark']}")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -43,7 +91,9 @@ class Task:
     inputs: tuple[str, ...]
     target: str
     templates: tuple[Template, ...]
-    source: str
+    source: str                           # the YAML file the task came from
+    data: Optional[Source] = None         # where its records come from (built-in tasks)
+    variables_declared: tuple[str, ...] = ()
 
     def template(self, name: str) -> Template:
         for t in self.templates:
@@ -56,15 +106,21 @@ class Task:
         return _render(self.target, record, f"task '{self.name}' target")
 
     @property
+    def forward(self) -> list[Template]:
+        """The templates that do the task as declared (its target, not inverted): what `templates: all`
+        means for single-task data, so that adding a FLAN-style variant never changes an existing recipe."""
+        return [t for t in self.templates if t.target == self.target and not t.inverted]
+
+    @property
     def variables(self) -> set[str]:
         names = set(_variables(self.target, self.source))
         for t in self.templates:
-            names |= _variables(t.prompt, self.source)
+            names |= _variables(t.prompt, self.source) | _variables(t.target, self.source)
         return names
 
     def choose(self, names, mode: str, seed: int, n: int) -> list[Template]:
         """Template per example: all the same (fixed) or drawn with a seed (random)."""
-        pool = list(self.templates) if names == "all" else [self.template(x) for x in names]
+        pool = self.forward if names == "all" else [self.template(x) for x in names]
         if not pool:
             raise UserError(f"task '{self.name}': no templates selected")
         if mode == "fixed":
@@ -97,62 +153,170 @@ def _render(text: str, record: dict, what: str) -> str:
         raise UserError(f"{what}: template syntax error ({e.message})") from None
 
 
+# ---------------------------------------------------------------------------- loading and validation
+
+class _Where:
+    """`file:line: key` for a dotted location in the task file, from the composed YAML nodes."""
+
+    def __init__(self, path: Path, node):
+        self.path, self.node = path, node
+
+    def __call__(self, *loc) -> str:
+        line, node = None, self.node
+        for key in loc:
+            if isinstance(node, yaml.MappingNode):
+                match = next(((k, v) for k, v in node.value if k.value == key), None)
+                if match is None:
+                    break
+                line, node = match[0].start_mark.line + 1, match[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+                node = node.value[key]
+                line = node.start_mark.line + 1
+            else:
+                break
+        key = "".join(f"[{k}]" if isinstance(k, int) else (f".{k}" if i else str(k)) for i, k in enumerate(loc))
+        return f"{self.path}{f':{line}' if line else ''}" + (f": {key}" if key else "")
+
+
 def load_task_file(path: Path | str) -> Task:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: task file not found") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    try:
+        raw = yaml.safe_load(text)
+        node = yaml.compose(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise UserError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a task file is a mapping with keys task, inputs, target, templates")
+    where = _Where(path, node)
     for key in ("task", "inputs", "target", "templates"):
         if key not in raw:
             raise UserError(f"{path}: missing key '{key}'")
-    unknown = set(raw) - {"task", "description", "inputs", "target", "templates"}
-    if unknown:
-        raise UserError(f"{path}: unknown key '{sorted(unknown)[0]}'")
+    _no_unknown(raw, _TASK_KEYS, where)
+    if not isinstance(raw["task"], str) or not raw["task"].strip():
+        raise UserError(f"{where('task')}: must be a non-empty name")
+    if not isinstance(raw["target"], str):
+        raise UserError(f"{where('target')}: must be a template string")
+    for key in ("inputs", "variables"):
+        v = raw.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) and x.isidentifier() for x in v):
+            raise UserError(f"{where(key)}: must be a list of variable names")
     if not isinstance(raw["templates"], list) or not raw["templates"]:
-        raise UserError(f"{path}: 'templates' must be a non-empty list")
+        raise UserError(f"{where('templates')}: must be a non-empty list")
+    name = raw["task"]
+    data = _source(raw["source"], where, path) if raw.get("source") is not None else None
     templates, seen = [], set()
     for i, t in enumerate(raw["templates"]):
         if not isinstance(t, dict) or not t.get("name") or not isinstance(t.get("prompt"), str):
-            raise UserError(f"{path}: templates[{i}] needs a 'name' and a 'prompt' string")
+            raise UserError(f"{where('templates', i)}: needs a 'name' and a 'prompt' string")
+        _no_unknown(t, _TEMPLATE_KEYS, where, "templates", i)
         if t["name"] in seen:
-            raise UserError(f"{path}: templates[{i}]: duplicate template name '{t['name']}'")
+            raise UserError(f"{where('templates', i, 'name')}: duplicate template name '{t['name']}'")
+        if "target" in t and not isinstance(t["target"], str):
+            raise UserError(f"{where('templates', i, 'target')}: must be a template string")
+        if not isinstance(t.get("inverted", False), bool):
+            raise UserError(f"{where('templates', i, 'inverted')}: must be true or false")
         seen.add(t["name"])
-        templates.append(Template(name=str(t["name"]), prompt=t["prompt"], task=str(raw["task"])))
-    task = Task(
-        name=str(raw["task"]),
-        description=str(raw.get("description", "")),
-        inputs=tuple(raw["inputs"]),
-        target=str(raw["target"]),
-        templates=tuple(templates),
-        source=str(path),
-    )
-    task.variables  # parse every template now: syntax errors surface at load time
-    _check_templates(task, path)
+        templates.append(Template(name=str(t["name"]), prompt=t["prompt"], task=name,
+                                  target=t.get("target", raw["target"]), inverted=t.get("inverted", False)))
+    task = Task(name=name, description=str(raw.get("description", "")), inputs=tuple(raw["inputs"]),
+                target=raw["target"], templates=tuple(templates), source=str(path), data=data,
+                variables_declared=tuple(raw.get("variables", [])))
+    _check_variables(task, raw, where)
+    _check_private_attributes(task, where)
     return task
 
 
-def _check_templates(task: Task, path: Path) -> None:
-    """Refuse at load what would fail (or misbehave) at render time: variables nobody declared,
-    and reaching for private attributes, the first step of every sandbox escape."""
+def _check_private_attributes(task: Task, where: _Where) -> None:
+    """Reaching for a private attribute (`__class__`, `__globals__`) is the first step of every sandbox
+    escape: refused when the file is loaded; the sandbox still guards rendering."""
     from jinja2 import nodes
 
-    declared = set(task.inputs) | _variables(task.target, str(path))
-    for t in task.templates:
-        ast = _ENV.parse(t.prompt)
-        for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-            attr = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
-            if isinstance(attr, str) and attr.startswith("_"):
-                raise UserError(f"{path}: template '{t.name}' reaches for '{attr}': not allowed in the template sandbox")
-        unknown = sorted(meta.find_undeclared_variables(ast) - declared - set(_ENV.globals))
-        if unknown:
-            raise UserError(f"{path}: template '{t.name}' uses '{unknown[0]}', which is not declared "
-                            f"(inputs: {', '.join(task.inputs)}; target: {task.target})")
+    for i, t in enumerate(task.templates):
+        for key, text in (("prompt", t.prompt), ("target", t.target)):
+            for node in _ENV.parse(text).find_all((nodes.Getattr, nodes.Getitem)):
+                attr = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+                if isinstance(attr, str) and attr.startswith("_"):
+                    raise UserError(f"{where('templates', i, key)}: reaches for '{attr}': not allowed in the template sandbox")
+
+
+def _no_unknown(d: dict, known: tuple[str, ...], where: _Where, *loc) -> None:
+    for k in d:
+        if k not in known:
+            hint = difflib.get_close_matches(str(k), known, n=1)
+            raise UserError(f"{where(*loc, k)}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint
+                                                                 else f" (known: {', '.join(known)})"))
+
+
+def _check_variables(task: Task, raw: dict, where: _Where) -> None:
+    """Every variable a template names must be one the records provide: a typo fails at load, not mid-run."""
+    if task.data is not None:
+        declared = set(task.data.fields) | ({task.data.label["as"]} if task.data.label else set())
+        for var in task.inputs:
+            if var not in declared:
+                raise UserError(f"{where('inputs')}: input '{var}' has no column in source.fields")
+    else:
+        declared = set(task.inputs) | set(task.variables_declared) | _variables(task.target, where("target"))
+    checks = [(task.target, ("target",))]
+    for i, t in enumerate(task.templates):
+        checks.append((t.prompt, ("templates", i, "prompt")))
+        if "target" in raw["templates"][i]:
+            checks.append((t.target, ("templates", i, "target")))
+    for text, loc in checks:
+        for var in sorted(_variables(text, where(*loc))):
+            if var not in declared:
+                hint = difflib.get_close_matches(var, sorted(declared), n=1)
+                raise UserError(f"{where(*loc)}: unknown variable '{var}'" + (
+                    f" (did you mean '{hint[0]}'?)" if hint else f" (declared: {', '.join(sorted(declared))})"))
+
+
+def _source(s, where: _Where, path: Path) -> Source:
+    if not isinstance(s, dict):
+        raise UserError(f"{where('source')}: must be a mapping ({', '.join(_SOURCE_KEYS)})")
+    _no_unknown(s, _SOURCE_KEYS, where, "source")
+    if not isinstance(s.get("train"), str):
+        raise UserError(f"{where('source')}: needs 'train', the file the training pool is read from")
+    validation, holdout = s.get("validation"), 0
+    if isinstance(validation, dict):
+        if set(validation) != {"holdout"} or not isinstance(validation["holdout"], int) or validation["holdout"] < 1:
+            raise UserError(f"{where('source', 'validation')}: a file path or {{holdout: N}} (N >= 1)")
+        validation, holdout = None, validation["holdout"]
+    elif validation is not None and not isinstance(validation, str):
+        raise UserError(f"{where('source', 'validation')}: a file path or {{holdout: N}}")
+    if s.get("test") is not None and s["test"] == s["train"]:
+        raise UserError(f"{where('source', 'test')}: the test file is for evaluation only and cannot be the train file")
+    if s.get("format") not in (None, "jsonl", "csv", "tsv"):
+        raise UserError(f"{where('source', 'format')}: one of jsonl, csv, tsv")
+    fields = s.get("fields", {})
+    if not isinstance(fields, dict) or not all(isinstance(k, str) and k.isidentifier() and isinstance(v, str)
+                                               for k, v in fields.items()):
+        raise UserError(f"{where('source', 'fields')}: a mapping of template variable -> column name")
+    label = s.get("label")
+    if label is not None:
+        if (not isinstance(label, dict) or set(label) != {"column", "as", "map"} or not isinstance(label["map"], dict)
+                or not str(label["as"]).isidentifier()):
+            raise UserError(f"{where('source', 'label')}: needs column, as (a variable name) and map (value -> text)")
+        label = {"column": str(label["column"]), "as": str(label["as"]),
+                 "map": {str(k): str(v) for k, v in label["map"].items()}}
+    reserve = s.get("reserve", [])
+    if not isinstance(reserve, list):
+        raise UserError(f"{where('source', 'reserve')}: a list of {{benchmark: NAME, first: N}}")
+    for i, r in enumerate(reserve):
+        if (not isinstance(r, dict) or set(r) != {"benchmark", "first"} or not isinstance(r["first"], int)
+                or r["first"] < 1):
+            raise UserError(f"{where('source', 'reserve', i)}: needs benchmark (a task name) and first (N >= 1)")
+    columns = s.get("columns")
+    if columns is not None and not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
+        raise UserError(f"{where('source', 'columns')}: a list of column names")
+    return Source(train=s["train"], validation=validation, holdout=holdout, test=s.get("test"), format=s.get("format"),
+                  columns=tuple(columns) if columns else None, id=s.get("id"), fields=dict(fields), label=label,
+                  reserve=tuple(reserve), base=None if path.parent == LIBRARY else str(path.parent))
 
 
 @lru_cache(maxsize=None)
@@ -164,11 +328,22 @@ def builtin_tasks() -> dict[str, Task]:
     return tasks
 
 
-def get_task(name_or_path: str) -> Task:
-    """A built-in task by name, or a user's task file by path."""
+def all_tasks(task_files: list[str] = ()) -> dict[str, Task]:
+    """Built-in tasks plus those in the user's task files; a clash of names is refused."""
+    tasks = dict(builtin_tasks())
+    for f in task_files:
+        t = load_task_file(f)
+        if t.name in tasks:
+            raise UserError(f"{f}: task '{t.name}' is already defined in {tasks[t.name].source}")
+        tasks[t.name] = t
+    return tasks
+
+
+def get_task(name_or_path: str, task_files: list[str] = ()) -> Task:
+    """A built-in task by name (or one from `task_files`), or a user's task file by path."""
     if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).is_file():
         return load_task_file(name_or_path)
-    tasks = builtin_tasks()
+    tasks = all_tasks(task_files) if task_files else builtin_tasks()
     if name_or_path not in tasks:
         hint = difflib.get_close_matches(name_or_path, list(tasks), n=1)
         raise UserError(

@@ -147,9 +147,10 @@ def build_examples(raw: list[dict], fmt: dict, kind: str, shots: int, seed: int,
         if kind == "multiple_choice":
             s = [float(scores[c]) for c in choices]
             gold = s.index(max(s))
-            out.append(Example(id=str(i), context=context, choices=choices, gold=gold, choice_scores=s, targets=targets))
+            out.append(Example(id=str(i), context=context, choices=choices, gold=gold, choice_scores=s, targets=targets,
+                               inputs=[raw[i]["input"]]))
         else:
-            out.append(Example(id=str(i), context=context, targets=targets))
+            out.append(Example(id=str(i), context=context, targets=targets, inputs=[raw[i]["input"]]))
     return out
 
 

@@ -13,10 +13,11 @@ import random
 from pathlib import Path
 
 import yaml
+from jinja2 import meta
 
 from ..errors import UserError
 from ..runs import read_jsonl
-from ..templates import compiled
+from ..templates import _ENV, compiled
 from .tasks import REGISTRY_DIR, Example, Task
 
 
@@ -73,6 +74,7 @@ class _Spec:
         # shots drawn from the same split stay unperturbed
         plain = self.docs(self.path) if perturb and shots and not self.shots_path else docs
         shot_docs = self.docs(self.shots_path) if shots and self.shots_path else None
+        raw = self.inputs(self.path)
         rng = random.Random(seed)
         out = []
         for i, (prompt, choices, gold) in enumerate(docs):
@@ -85,7 +87,17 @@ class _Spec:
             else:
                 shot_text = ""
             out.append(Example(id=str(i), context=self.description + shot_text + prompt,
-                               choices=[td + c for c in choices], gold=gold, targets=[choices[gold]]))
+                               choices=[td + c for c in choices], gold=gold, targets=[choices[gold]], inputs=raw[i]))
+        return out
+
+    def inputs(self, path: Path) -> list[list[str]]:
+        """Per row, the text of the fields the prompt reads (all text fields when it reads `row[...]`)."""
+        s = self.spec
+        used = meta.find_undeclared_variables(_ENV.parse(s["prompt"]))
+        out = []
+        for row in _rows(path, s.get("format", "csv"), s.get("columns"), s.get("header", False)):
+            keys = list(row) if "row" in used else [k for k in row if k in used]
+            out.append([row[k] for k in keys if isinstance(row[k], str)])
         return out
 
     def task(self) -> Task:

@@ -30,6 +30,7 @@ class Example:
     gold: Optional[int] = None         # index of the correct choice
     choice_scores: Optional[list[float]] = None  # BIG-bench target_scores (partial credit)
     targets: list[str] = field(default_factory=list)   # acceptable generated answers
+    inputs: list[str] = field(default_factory=list)    # the raw input texts, no prompt words: what a contamination check looks for
 
 
 @dataclass

@@ -1,0 +1,188 @@
+"""A task's declared `source` read into records: the training pool, the validation slice, a sample record.
+
+A record here is a dict of template variables plus `_id` and `_source` (file:line). Records whose
+input fields are empty are skipped and counted (SAMSum has one empty dialogue); a column the task
+file names but the data lacks, or a label missing from the label map, is the task file's mistake
+and stops with the file, line and field.
+
+The training pool never holds what a benchmark scores: for each `reserve` entry the first N
+examples of that benchmark are skipped when they come from the same file, and any other row
+sharing a 13-gram (or a whole short text) with them is left out too (BoolQ asks several questions
+about one passage; RTE repeats hypotheses between its train and validation files).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .data import Record, _open_text, _read_csv, _read_jsonl, default_data_root
+from .errors import UserError
+from .templates import Source, Task
+
+
+@dataclass
+class Pool:
+    task: str
+    train: list[dict]
+    validation: list[dict]
+    skipped: dict = field(default_factory=dict)    # reason -> rows left out
+    files: dict = field(default_factory=dict)      # split -> file read
+
+
+def resolve(source: Source, path: str) -> Path:
+    """'./x' and '../x' are relative to the user's task file; other relative paths to the data root."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    if source.base and path.startswith(("./", "../")):
+        return Path(source.base) / p
+    return default_data_root() / p
+
+
+def read_rows(source: Source, path: Path) -> list[Record]:
+    fmt = source.format or {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}.get(path.suffix.lower())
+    if not path.is_file():
+        raise UserError(f"{path}: task data file not found (data root: {default_data_root()}; set TUNEBENCH_DATA)")
+    if fmt == "jsonl":
+        return _read_jsonl(path)
+    if fmt == "csv" and not source.columns:
+        return _read_csv(path, ",")
+    if fmt not in ("csv", "tsv"):
+        raise UserError(f"{path}: cannot tell the format from the suffix (set source.format)")
+    text = _open_text(path)
+    # GLUE TSVs hold bare quote characters: read them without CSV quoting, as GLUE's own readers do
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",",
+                        quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
+    lines = list(reader)
+    columns = list(source.columns) if source.columns else lines[0]
+    body = lines if source.columns else lines[1:]
+    first = 1 if source.columns else 2
+    return [Record(dict(zip(columns, r)), f"{path}:{i}") for i, r in enumerate(body, first) if r]
+
+
+def to_record(task: Task, rec: Record, index: int) -> dict | None:
+    """Template variables of one row, or None when an input is empty (skipped and counted)."""
+    src, row, out = task.data, rec.fields, {}
+    for var, column in src.fields.items():
+        if column not in row:
+            raise UserError(f"{rec.source}: field '{column}' is missing (source.fields.{var} in {task.source})")
+        value = row[column]
+        value = value if isinstance(value, str) else ("" if value is None else str(value))
+        # SAMSum separates turns with \r\n: one line-break convention for every task the model sees
+        out[var] = value.replace("\r\n", "\n").strip()
+    if src.label:
+        column = src.label["column"]
+        if column not in row:
+            raise UserError(f"{rec.source}: field '{column}' is missing (source.label in {task.source})")
+        value = row[column]
+        value = str(value).lower() if isinstance(value, bool) else str(value)
+        if value not in src.label["map"]:
+            raise UserError(f"{rec.source}: label {value!r} is not in source.label.map of {task.source} "
+                            f"({', '.join(src.label['map'])})")
+        out[src.label["as"]] = src.label["map"][value]
+    if any(not out[v].strip() for v in task.inputs):
+        return None
+    rid = row.get(src.id) if src.id else None
+    out["_id"] = f"{task.name}/{rid if rid not in (None, '') else index}"
+    out["_source"] = rec.source
+    return out
+
+
+def _records(task: Task, rows: list[Record], first_index: int = 1) -> tuple[list[dict], int]:
+    out, empty = [], 0
+    for i, rec in enumerate(rows, first_index):
+        r = to_record(task, rec, i)
+        if r is None:
+            empty += 1
+        else:
+            out.append(r)
+    return out, empty
+
+
+def input_texts(task: Task, record: dict) -> list[str]:
+    return [record[v] for v in task.data.fields if isinstance(record.get(v), str)]
+
+
+def pool(task: Task, n: int = 13, min_words: int = 4) -> Pool:
+    """The task's training pool and validation records (the source files are read once per process)."""
+    if task.data is None:
+        raise UserError(f"task '{task.name}' ({task.source}) declares no source: it cannot be part of a mixture")
+    key = (task.source, task.name, n, min_words, str(default_data_root()))
+    if key not in _POOLS:
+        _POOLS[key] = _pool(task, n, min_words)
+    return _POOLS[key]
+
+
+_POOLS: dict[tuple, Pool] = {}
+
+
+def _pool(task: Task, n: int, min_words: int) -> Pool:
+    from . import contamination
+    from .benchmarks.tasks import registry
+
+    src = task.data
+    train_path = resolve(src, src.train)
+    rows = read_rows(src, train_path)
+    skipped: dict = {}
+    positions = list(range(1, len(rows) + 1))
+    reserved_sets = {}
+    for r in src.reserve:
+        bench = registry().get(r["benchmark"])
+        if bench is None:
+            raise UserError(f"{task.source}: source.reserve names unknown benchmark '{r['benchmark']}'")
+        if Path(bench.source).resolve() == train_path.resolve():
+            # the benchmark reads this very file in order: its first N rows are the scored ones
+            keep = [(p, rec) for p, rec in zip(positions, rows) if p > r["first"]]
+            skipped[f"first {r['first']} rows (scored by {r['benchmark']})"] = len(rows) - len(keep)
+            positions, rows = [p for p, _ in keep], [rec for _, rec in keep]
+        reserved_sets.update(contamination.benchmark_sets([bench], r["first"]))
+    records, empty = [], 0
+    for p, rec in zip(positions, rows):
+        rr = to_record(task, rec, p)
+        if rr is None:
+            empty += 1
+        else:
+            records.append(rr)
+    if empty:
+        skipped["empty input field"] = empty
+    if reserved_sets:
+        index = contamination.index_of(reserved_sets, n, min_words)
+        clean = [r for r in records if not any(index.find(t) for t in input_texts(task, r))]
+        if len(clean) < len(records):
+            skipped[f"overlap with the reserved rows of {', '.join(reserved_sets)}"] = len(records) - len(clean)
+        records = clean
+    files = {"train": str(train_path)}
+    if src.validation:
+        vpath = resolve(src, src.validation)
+        validation, v_empty = _records(task, read_rows(src, vpath))
+        if v_empty:
+            skipped["empty input field (validation file)"] = v_empty
+        files["validation"] = str(vpath)
+    else:
+        k = min(src.holdout, len(records) // 2)
+        validation, records = (records[len(records) - k:], records[:len(records) - k]) if k else ([], records)
+        if k:
+            files["validation"] = f"{train_path} (last {k} usable rows)"
+    if not records:
+        raise UserError(f"task '{task.name}': no training records left in {train_path}")
+    return Pool(task=task.name, train=records, validation=validation, skipped=skipped, files=files)
+
+
+def sample_records(task: Task, k: int) -> list[dict]:
+    """The first k usable records of the task's training file, for `templates show` (no pool checks: fast)."""
+    src = task.data
+    if src is None:
+        raise UserError(f"task '{task.name}' declares no source to take a record from")
+    path = resolve(src, src.train)
+    out = []
+    for i, rec in enumerate(read_rows(src, path), 1):
+        r = to_record(task, rec, i)
+        if r is not None:
+            out.append(r)
+            if len(out) == k:
+                break
+    if not out:
+        raise UserError(f"{path}: no usable record")
+    return out
