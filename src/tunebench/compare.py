@@ -79,11 +79,12 @@ def to_markdown(c: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(c: dict, out_dir: Path | str) -> tuple[Path, Path]:
+def write(c: dict, out_dir: Path | str, stem: str = "compare", markdown=None) -> tuple[Path, Path]:
+    """STEM.json and STEM.md side by side, each written atomically."""
     out_dir = Path(out_dir)
-    write_json(out_dir / "compare.json", c)
-    atomic_write_text(out_dir / "compare.md", to_markdown(c))
-    return out_dir / "compare.md", out_dir / "compare.json"
+    write_json(out_dir / f"{stem}.json", c)
+    atomic_write_text(out_dir / f"{stem}.md", (markdown or to_markdown)(c))
+    return out_dir / f"{stem}.md", out_dir / f"{stem}.json"
 
 
 def print_table(c: dict) -> None:
@@ -217,10 +218,7 @@ def runs_markdown(c: dict) -> str:
 
 
 def write_runs(c: dict, out_dir: Path | str) -> tuple[Path, Path]:
-    out_dir = Path(out_dir)
-    write_json(out_dir / "comparison.json", c)
-    atomic_write_text(out_dir / "comparison.md", runs_markdown(c))
-    return out_dir / "comparison.md", out_dir / "comparison.json"
+    return write(c, out_dir, "comparison", runs_markdown)
 
 
 def print_runs(c: dict) -> None:

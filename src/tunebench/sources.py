@@ -90,9 +90,9 @@ def to_record(task: Task, rec: Record, index: int) -> dict | None:
     return out
 
 
-def _records(task: Task, rows: list[Record], first_index: int = 1) -> tuple[list[dict], int]:
+def _records(task: Task, rows: list[Record], first_index: int = 1, positions: list[int] | None = None) -> tuple[list[dict], int]:
     out, empty = [], 0
-    for i, rec in enumerate(rows, first_index):
+    for i, rec in zip(positions or range(first_index, first_index + len(rows)), rows):
         r = to_record(task, rec, i)
         if r is None:
             empty += 1
@@ -138,13 +138,7 @@ def _pool(task: Task, n: int, min_words: int) -> Pool:
             skipped[f"first {r['first']} rows (scored by {r['benchmark']})"] = len(rows) - len(keep)
             positions, rows = [p for p, _ in keep], [rec for _, rec in keep]
         reserved_sets.update(contamination.benchmark_sets([bench], r["first"]))
-    records, empty = [], 0
-    for p, rec in zip(positions, rows):
-        rr = to_record(task, rec, p)
-        if rr is None:
-            empty += 1
-        else:
-            records.append(rr)
+    records, empty = _records(task, rows, positions=positions)
     if empty:
         skipped["empty input field"] = empty
     if reserved_sets:
