@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tunebench-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser demo multitask test test-fast clean
+.PHONY: install browser demo multitask bench test test-fast clean
 
 install: $(STAMP)
 
@@ -28,6 +28,14 @@ demo: install
 multitask: install
 	$(VENV)/bin/tunebench run recipes/multitask-lora.yaml
 	$(VENV)/bin/tunebench compare runs/demo runs/multitask --out runs
+
+# Speed against TRL, transformers' generate/pipeline and lm-evaluation-harness (README: Speed)
+bench: install
+	$(PIP) install -q --disable-pip-version-check -e '.[test,bench]'
+	mkdir -p runs/bench
+	$(PY) bench/w1_train.py --json runs/bench/w1.json
+	$(PY) bench/w2_generate.py --json runs/bench/w2.json
+	$(PY) bench/w3_score.py --json runs/bench/w3.json
 
 # The report test renders HTML in Debian's chromium; as root (CI) it is installed here, elsewhere
 # that one test is skipped when no chromium is on PATH.

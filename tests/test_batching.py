@@ -80,3 +80,16 @@ def test_length_grouped_batches_cover_every_example_once():
     rnd = train_batches(lengths, 8, seed=1, epoch=0, group_by_length=False)
     pad_rnd = sum(max(lengths[i] for i in x) * len(x) - sum(lengths[i] for i in x) for x in rnd)
     assert pad < pad_rnd / 3
+
+
+def test_budget_batches_bound_rows_and_cache_tokens():
+    from tunebench.batching import budget_batches
+
+    lengths = [500, 40, 300, 40, 40, 1000, 300, 40]
+    batches = budget_batches(lengths, max_rows=3, budget=1200, extra=100)
+    assert sorted(i for b in batches for i in b) == list(range(8))
+    assert batches == [[5], [0, 2], [6, 1, 3], [4, 7]]
+    for b in batches:  # rows x (longest + new tokens) within budget, unless one row alone exceeds it
+        assert len(b) <= 3 and (len(b) == 1 or len(b) * (max(lengths[i] for i in b) + 100) <= 1200)
+    assert budget_batches(lengths, max_rows=2, budget=10**6, extra=0) == [[5, 0], [2, 6], [1, 3], [4, 7]]
+    assert budget_batches([3000], max_rows=4, budget=100, extra=10) == [[0]]

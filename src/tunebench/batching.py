@@ -141,3 +141,20 @@ def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Batches for inference: longest first, so a memory problem shows in the first batch."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+def budget_batches(lengths: list[int], max_rows: int, budget: int, extra: int) -> list[list[int]]:
+    """Batches for decoding, longest first: at most `max_rows` examples and `budget` cache tokens each.
+
+    A batch's cache is rows x (its longest prompt + `extra` new tokens): long prompts travel in
+    fewer rows, so memory stays bounded, and short ones in up to `max_rows`.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        last = batches[-1] if batches else None
+        if last and len(last) < max_rows and (len(last) + 1) * (lengths[last[0]] + extra) <= budget:
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import models
+from . import kernels, models
 from .batching import IGNORE, Formatter, collate, encode_all, sorted_batches, target_tokens, train_batches
 from .config import ModelConfig, TrainConfig
 from .data import load_prepared
@@ -52,6 +52,11 @@ class CompletionLoss(nn.Module):
 
     def forward(self, input_ids, attention_mask, labels):
         lm = unwrap(self.model)
+        if not self.seq2seq:
+            # Batches are right-padded: causal attention alone keeps every real token from seeing
+            # padding, and padded positions carry no loss. Without a mask the attention kernels
+            # take their causal fast path.
+            attention_mask = None
         if self.seq2seq:
             dec = lm.prepare_decoder_input_ids_from_labels(labels=labels)
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=dec).logits
@@ -80,9 +85,11 @@ def build_model(resolved: models.ResolvedModel, cfg: TrainConfig, dtype: torch.d
     lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets,
                       task_type="SEQ_2_SEQ_LM" if model.config.is_encoder_decoder else "CAUSAL_LM")
     try:
-        return get_peft_model(model, lcfg)
+        model = get_peft_model(model, lcfg)
     except ValueError as e:
         raise UserError(f"train.lora_targets: {e}") from None
+    kernels.fuse_lora(model)
+    return model
 
 
 def evaluate_loss(loss_fn: CompletionLoss, encoded: list[dict], pad_id: int, batch_size: int, device, dtype,
@@ -251,6 +258,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
     lengths = [len(e["input_ids"]) for e in train_enc]
 
     model = build_model(resolved, cfg, dtype, model_cfg.trust_remote_code)
+    attn_before = kernels.use_causal_attention(model) if device.type == "cpu" and not seq2seq else None
     loss_fn = CompletionLoss(model, seq2seq)
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable, n_total = sum(p.numel() for p in params), sum(p.numel() for p in model.parameters())
@@ -319,7 +327,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         collated = [(collate([train_enc[i] for i in b], tok.pad_token_id, seq2seq), real) for b, real in rank_micro]
         n_local = sum(target_tokens(b, seq2seq) for b, real in collated if real)
         n_global = int(accelerator.reduce(torch.tensor(n_local, device=device), "sum")) if world > 1 else n_local
-        step_loss = 0.0
+        step_loss, step_tokens = 0.0, 0
         for k, (batch, real) in enumerate(collated):
             batch = {key: v.to(device) for key, v in batch.items()}
             sync = k == len(collated) - 1
@@ -330,7 +338,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
                 # that 4 x 2 equals 8 x 1; DDP averages gradients, hence the x world.
                 accelerator.backward(loss_sum * world / n_global)
             step_loss += float(loss_sum.detach())
-            tokens_seen += int(batch["attention_mask"].sum()) if real else 0
+            step_tokens += int(batch["attention_mask"].sum()) if real else 0
+        tokens_seen += step_tokens
         if world > 1:
             step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=device), "sum"))
         step_loss /= n_global
@@ -346,7 +355,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         elapsed = time.time() - t_start
         row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": round(step_loss, 6),
                "lr": scheduler.get_last_lr()[0], "grad_norm": round(float(grad_norm), 4),
-               "tokens_per_s": round(tokens_seen * world / max(elapsed, 1e-9), 1)}
+               "tokens_per_s": round(tokens_seen * world / max(elapsed, 1e-9), 1),
+               # per-step figures let a benchmark leave out warm-up steps
+               "tokens": step_tokens * world, "time_s": round(elapsed, 4)}
         end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
         if end_of_epoch or (cfg.eval_every and step % cfg.eval_every == 0):
             row["val_loss"] = run_validation()
@@ -379,6 +390,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         "best_val_loss": best_val, "train_wall_s": round(time.time() - t_start, 1),
         "tokens_per_s": log[-1]["tokens_per_s"] if log else None, "processes": world,
     }
+    if attn_before:
+        unwrap(unwrap_model(loss_fn)).set_attn_implementation(attn_before)
     if main:
         save_final(out, unwrap_model(loss_fn), resolved, tok, cfg, model_cfg)
     accelerator.wait_for_everyone()

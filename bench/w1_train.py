@@ -1,0 +1,265 @@
+"""W1: LoRA fine-tuning throughput, tunebench vs TRL's SFTTrainer, side by side.
+
+The workload is fixed so that numbers stay comparable: the embedded default model
+(SmolLM2-135M-Instruct), LoRA r=16, alpha 32, dropout 0 (peft's default) on all linear layers,
+DialogSum training records rendered with the default template (summarize_conversation), batch 4,
+max length 512, lr 2e-4 with a linear decay and no warm-up, seed 0, 2 warm-up steps then 30
+timed steps, CPU threads 2.
+
+Every tool trains on the same token sequences: tunebench tokenizes the records once and TRL gets
+them as a processed dataset (input_ids + completion_mask, completion-only loss), so the figures
+differ only by how the tools train. Each tool runs in a fresh process, so its peak RSS is its own.
+
+- tunebench: the real `tunebench train` command.
+- trl_defaults: SFTTrainer with its defaults (what most tutorials use): fp32 weights, bf16 autocast,
+  gradient checkpointing on, random batch order.
+- trl_tuned: as a knowledgeable user would set it up on CPU: gradient checkpointing off, bf16,
+  length-grouped batches (TRL's padding-free mode needs flash-attention kernels, which a CPU lacks).
+  It is fed tunebench's length-grouped batch order with a sequential sampler, which is the same
+  grouping as transformers' `group_by_length` sampler and lets the two loss curves be compared
+  step by step on identical batches.
+
+Figures: real (non-padding) tokens/s over the timed steps, peak RSS, per-step loss, and model FLOP
+utilisation: (4 x parameters per token for LoRA, whose frozen weights need no weight gradients,
+plus 12 x layers x hidden x sequence length for attention) x tokens/s / the bf16 matrix-multiply
+peak measured by this script on this machine in this run.
+
+    python bench/w1_train.py [--quick] [--json out.json] [--peers trl_defaults trl_tuned]
+
+Needs TRL (`pip install -e '.[bench]'`); it is not a dependency of tunebench itself.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import run_child  # noqa: E402  (bench/ is the script's directory)
+
+MODEL = "smollm2-135m-instruct"
+LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
+BATCH, MAX_LEN, LR, SEED = 4, 512, 2e-4, 0
+PEERS = ("trl_defaults", "trl_tuned")
+
+
+# ---------------------------------------------------------------------------- workers (one process each)
+
+def run_tunebench(data: Path, steps: int, out: Path) -> dict:
+    """The real CLI, as a user runs it; its log.jsonl holds per-step loss, tokens and time."""
+    cmd = [sys.executable, "-m", "tunebench.cli", "train", "--data", str(data), "--out", str(out / "run"),
+           "--model", MODEL, "--method", "lora", "--lora-r", str(LORA["r"]), "--lora-alpha", str(LORA["alpha"]),
+           "--lora-dropout", str(LORA["dropout"]), "--lora-targets", "all-linear", "--batch-size", str(BATCH),
+           "--max-length", str(MAX_LEN), "--lr", str(LR), "--schedule", "linear", "--warmup-ratio", "0",
+           "--max-steps", str(steps), "--seed", str(SEED), "--precision", "bf16", "--no-merge",
+           "--report-to", "none", "--save-every", str(10**6)]
+    rss = run_child(cmd)
+    log = [json.loads(line) for line in (out / "run" / "log.jsonl").read_text().splitlines()]
+    return {"loss": [r["loss"] for r in log], "tokens": [r["tokens"] for r in log],
+            "time": [r["time_s"] for r in log], "peak_rss_mb": rss}
+
+
+def trl_worker(name: str, data: Path, steps: int, result: Path) -> None:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer, TrainerCallback, set_seed
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from tunebench import models
+
+    rows = [json.loads(line) for line in (data / f"trl_{name}.jsonl").read_text().splitlines()]
+    path = models.resolve(MODEL).path
+    tok = AutoTokenizer.from_pretrained(path)
+    tokens: list[int] = []
+
+    class CountingCollator(DataCollatorForLanguageModeling):
+        def torch_call(self, examples):
+            out = super().torch_call(examples)
+            tokens.append(int(out["attention_mask"].sum()))
+            return out
+
+    times, losses = [], []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter())
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    common = dict(output_dir=str(data / f"out_{name}"), use_cpu=True, per_device_train_batch_size=BATCH,
+                  max_length=MAX_LEN, learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0,
+                  max_steps=steps, seed=SEED, data_seed=SEED, logging_steps=1, save_strategy="no",
+                  report_to=[], completion_only_loss=True, dataloader_num_workers=0)
+    if name == "trl_defaults":
+        cfg = SFTConfig(**common)
+    else:
+        cfg = SFTConfig(**common, gradient_checkpointing=False, bf16=True, train_sampling_strategy="sequential")
+    peft_cfg = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                          target_modules="all-linear", task_type="CAUSAL_LM")
+    set_seed(SEED)  # the LoRA A matrices are drawn before Trainer seeds anything
+    trainer = SFTTrainer(model=path, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                         peft_config=peft_cfg, data_collator=CountingCollator(pad_token_id=tok.pad_token_id),
+                         callbacks=[Clock()])
+    t0 = time.perf_counter()
+    trainer.train()
+    result.write_text(json.dumps({"loss": losses, "tokens": tokens[:steps], "time": [t - t0 for t in times],
+                                  "threads": torch.get_num_threads(),
+                                  "gradient_checkpointing": bool(cfg.gradient_checkpointing)}))
+
+
+# ---------------------------------------------------------------------------- the parent
+
+def prepare(work: Path, records: int) -> tuple[Path, dict]:
+    """Render DialogSum records with the default template; the token sequences every tool trains on."""
+    from tunebench import models
+    from tunebench.batching import Formatter, IGNORE, encode_all, train_batches
+    from tunebench.config import DataConfig
+    from tunebench.data import load_prepared
+    from tunebench.pipeline import prepare_stage
+
+    data = work / "data"
+    prepare_stage(DataConfig(templates=["summarize_conversation"], template_choice="fixed", train_limit=records,
+                             validation_limit=8, test_limit=8, seed=SEED), data)
+    tok = models.load_tokenizer(models.resolve(MODEL).path)
+    enc, skipped = encode_all(Formatter.for_model(tok, False), load_prepared(data, "train"), MAX_LEN, "skip", "train")
+    rows = [{"input_ids": e["input_ids"], "completion_mask": [int(x != IGNORE) for x in e["labels"]]} for e in enc]
+    # tunebench's batch order (a pure function of lengths, seed and epoch), flattened for a sequential sampler
+    batches = train_batches([len(e["input_ids"]) for e in enc], BATCH, SEED, 0, True)
+    order = [i for b in batches for i in b]
+    for name, seq in (("trl_defaults", rows), ("trl_tuned", [rows[i] for i in order])):
+        (data / f"trl_{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in seq))
+    return data, {"examples": len(enc), "skipped_overlong": skipped,
+                  "batch_lengths": [[len(enc[i]["input_ids"]) for i in b] for b in batches]}
+
+
+def bf16_peak(threads: int, seconds: float = 2.0) -> float:
+    """Best bf16 matmul rate (FLOP/s) over a few square sizes: the machine's practical peak."""
+    import torch
+
+    torch.set_num_threads(threads)
+    best = 0.0
+    for n in (1024, 2048, 3072):
+        a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+        a @ b
+        k, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            a @ b
+            k += 1
+        best = max(best, 2 * n**3 * k / (time.perf_counter() - t0))
+    return best
+
+
+def model_flops_per_token(lengths: list[int]) -> tuple[float, int]:
+    """LoRA model FLOPs per real token over these sequences, and the parameter count."""
+    from transformers import AutoConfig
+    from safetensors import safe_open
+
+    from tunebench import models
+
+    path = Path(models.resolve(MODEL).path)
+    cfg = AutoConfig.from_pretrained(path)
+    n_params = 0
+    for f in path.glob("*.safetensors"):
+        with safe_open(f, "pt") as sf:
+            n_params += sum(math.prod(sf.get_slice(k).get_shape()) for k in sf.keys())
+    attn = sum(12 * cfg.num_hidden_layers * cfg.hidden_size * n * n for n in lengths)
+    return 4 * n_params + attn / sum(lengths), n_params
+
+
+def timed(res: dict, warmup: int) -> tuple[float, int, float]:
+    """Real tokens/s over the steps after the warm-up: (rate, tokens, seconds)."""
+    tokens = sum(res["tokens"][warmup:])
+    seconds = res["time"][-1] - res["time"][warmup - 1]
+    return tokens / seconds, tokens, seconds
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 warm-up + 6 timed steps")
+    ap.add_argument("--steps", type=int, default=30, help="timed steps after the 2 warm-up steps")
+    ap.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS)
+    ap.add_argument("--records", type=int, default=1000, help="DialogSum training records to draw batches from")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--keep", help="keep the work directory here (default: a temporary one, removed)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    warmup = 2
+    steps = warmup + (6 if args.quick else args.steps)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+
+    if args.worker:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        work = Path(args.work)
+        trl_worker(args.worker, work / "data", steps, work / f"{args.worker}.json")
+        return 0
+
+    work = Path(args.keep or tempfile.mkdtemp(prefix="w1-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        data, info = prepare(work, args.records)
+        peak = bf16_peak(args.threads)
+        print(f"bf16 matmul peak on {args.threads} threads: {peak / 1e9:.0f} GFLOP/s", flush=True)
+        results = {"tunebench": run_tunebench(data, steps, work)}
+        for name in args.peers:
+            out = work / f"{name}.json"
+            rss = run_child([sys.executable, __file__, "--worker", name, "--work", str(work),
+                              "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+                             + ["--steps", str(args.steps)])
+            results[name] = {**json.loads(out.read_text()), "peak_rss_mb": rss}
+        # measured again at the end: a peak taken while the machine was busy elsewhere would flatter MFU
+        peak = max(peak, bf16_peak(args.threads))
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    tb_rate, tb_tokens, tb_s = timed(results["tunebench"], warmup)
+    # the sequences tunebench trained on in the timed steps (its batch order is known in advance)
+    lengths = [n for b in info.pop("batch_lengths")[warmup:steps] for n in b]
+    flops_per_token, n_params = model_flops_per_token(lengths)
+    mfu = tb_rate * flops_per_token / peak
+    peers, ratios, extra_peers = {}, {}, {}
+    for name in args.peers:
+        rate, tokens, secs = timed(results[name], warmup)
+        peers[name], ratios[name] = rate, tb_rate / rate
+        extra_peers[name] = {"tokens": tokens, "seconds": secs, "peak_rss_mb": results[name]["peak_rss_mb"],
+                             "mfu": rate * flops_per_token / peak, "loss": results[name]["loss"]}
+        print(f"{name}: tunebench {tb_rate:.1f} real tokens/s, {name} {rate:.1f} real tokens/s, ratio {tb_rate / rate:.2f}x; "
+              f"peak RSS {results['tunebench']['peak_rss_mb']:.0f} MB vs {results[name]['peak_rss_mb']:.0f} MB", flush=True)
+    match = None
+    if "trl_tuned" in results:
+        a, b = results["tunebench"]["loss"], results["trl_tuned"]["loss"]
+        diffs = [abs(x - y) for x, y in zip(a, b)]
+        match = {"steps": len(diffs), "max_abs_diff": max(diffs), "mean_abs_diff": sum(diffs) / len(diffs),
+                 "max_rel_diff": max(d / abs(y) for d, y in zip(diffs, b)), "first_step_abs_diff": diffs[0]}
+        print(f"loss curve vs trl_tuned (same batches): max |diff| {match['max_abs_diff']:.4f}, "
+              f"mean {match['mean_abs_diff']:.4f}, max relative {match['max_rel_diff']:.2%} over {len(diffs)} steps")
+    print(f"MFU: {mfu:.1%} ({flops_per_token / 1e6:.0f} MFLOP per real token x {tb_rate:.1f} tokens/s / "
+          f"{peak / 1e9:.0f} GFLOP/s bf16 peak); timed {tb_tokens} tokens in {tb_s:.1f} s", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "workload": "W1", "unit": "real tokens/s", "tunebench": tb_rate, "peers": peers, "ratios": ratios,
+            "extra": {"mfu": mfu, "bf16_peak_flops": peak, "model_flops_per_token": flops_per_token,
+                      "parameters": n_params, "peak_rss_mb": {"tunebench": results["tunebench"]["peak_rss_mb"],
+                                                              **{k: v["peak_rss_mb"] for k, v in extra_peers.items()}},
+                      "loss": {"tunebench": results["tunebench"]["loss"]}, "loss_match_trl_tuned": match,
+                      "peers": extra_peers, "warmup_steps": warmup, "timed_steps": steps - warmup,
+                      "timed_tokens": tb_tokens, "timed_seconds": tb_s, "threads": args.threads,
+                      "batch_size": BATCH, "max_length": MAX_LEN, "lora": LORA, **info}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

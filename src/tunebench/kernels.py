@@ -1,0 +1,182 @@
+"""Hand-written compute paths for training: a fused LoRA linear and a CPU causal attention.
+
+Both are exact rewrites of what peft and transformers compute, made for the case tunebench trains
+in: a frozen base stored in the compute dtype (bf16 on capable CPUs), right-padded batches, one
+LoRA adapter. They exist because the generic paths spend a third of a CPU step outside matmuls:
+
+- peft's LoRA layer casts its input to the adapter's fp32 dtype and autocast casts it back, twice
+  per layer and again in backward, then scales and adds in separate passes. `LoraLinearFn` does
+  the base matmul, the two rank-r matmuls and the scaled add (one `addmm_`) in the compute dtype,
+  with a hand-written backward that skips the frozen weight's gradient.
+- With right padding a causal model needs no padding mask: a real token never attends to a later
+  position, and padded positions carry no loss. Without the mask, `causal_attention` runs plain
+  batched matmuls with a cached causal bias, grouping query heads over their shared key/value head
+  instead of copying keys and values per head (what eager attention does). On CPU at these
+  lengths this beats the fused SDPA kernels, and its hand-written backward (`CausalAttentionFn`)
+  keeps a third of what autograd keeps. Anything else (a mask, a KV cache, dropout, a GPU)
+  goes to transformers' SDPA path unchanged.
+
+`tests/test_kernels.py` pins both against the generic paths: same loss, same gradients.
+"""
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ATTENTION = "tunebench_causal"
+
+
+class LoraLinearFn(torch.autograd.Function):
+    """y = x W^T + b + s (x_d A^T) B^T, where x_d is x after LoRA dropout (x itself when there is none)."""
+
+    @staticmethod
+    def forward(ctx, x, xd, weight, bias, a, b, scaling):
+        dt = weight.dtype
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).to(dt)
+        xd2 = x2 if xd is None else xd.reshape(-1, shape[-1]).to(dt)
+        a_, b_ = a.to(dt), b.to(dt)
+        y = F.linear(x2, weight, bias)
+        xa = xd2 @ a_.t()
+        y.addmm_(xa, b_.t(), alpha=scaling)
+        ctx.save_for_backward(xd2, xa, weight, a_, b_)
+        ctx.scaling, ctx.shared, ctx.in_dtype = scaling, xd is None, x.dtype
+        ctx.a_dtype, ctx.b_dtype = a.dtype, b.dtype
+        ctx.has_bias = bias is not None
+        return y.reshape(*shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, dy):
+        xd2, xa, weight, a_, b_ = ctx.saved_tensors
+        s = ctx.scaling
+        dy2 = dy.reshape(-1, dy.shape[-1]).to(weight.dtype)
+        dyb = dy2 @ b_  # (N, r)
+        dx = dy2 @ weight if ctx.needs_input_grad[0] else None
+        dxd = None
+        if ctx.shared:
+            if dx is not None:
+                dx.addmm_(dyb, a_, alpha=s)
+        elif ctx.needs_input_grad[1]:
+            dxd = (dyb @ a_).mul_(s)
+        grad_a = (dyb.t() @ xd2).mul_(s).to(ctx.a_dtype) if ctx.needs_input_grad[4] else None
+        grad_b = (dy2.t() @ xa).mul_(s).to(ctx.b_dtype) if ctx.needs_input_grad[5] else None
+        grad_bias = dy2.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
+        shape = dy.shape[:-1]
+        dx = dx.reshape(*shape, -1).to(ctx.in_dtype) if dx is not None else None
+        dxd = dxd.reshape(*shape, -1).to(ctx.in_dtype) if dxd is not None else None
+        return dx, dxd, None, grad_bias, grad_a, grad_b, None
+
+
+def _fused_forward(self, x, *args, **kwargs):
+    """peft LoraLayer.forward, through LoraLinearFn where the layer is in the plain state it covers."""
+    active = [n for n in self.active_adapters if n in self.lora_A]
+    base = self.get_base_layer()
+    if (self.disable_adapters or self.merged or args or kwargs or len(active) != 1 or active[0] in self.lora_variant
+            or getattr(self, "fan_in_fan_out", False) or not isinstance(base, nn.Linear)
+            or self.lora_A[active[0]].bias is not None or self.lora_B[active[0]].bias is not None):
+        return type(self).forward(self, x, *args, **kwargs)
+    name = active[0]
+    dropout = self.lora_dropout[name]
+    xd = None if isinstance(dropout, nn.Identity) or not self.training else dropout(x)
+    return LoraLinearFn.apply(x, xd, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
+                              self.scaling[name])
+
+
+def fuse_lora(model: nn.Module) -> int:
+    """Route every peft LoRA Linear of the model through LoraLinearFn; the number of layers routed."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    n = 0
+    for m in model.modules():
+        if type(m) is LoraLinear:
+            m.forward = types.MethodType(_fused_forward, m)
+            n += 1
+    return n
+
+
+# ---------------------------------------------------------------------------- attention
+
+_causal_bias: dict[tuple, torch.Tensor] = {}
+
+
+def _bias(n: int, dtype: torch.dtype, device) -> torch.Tensor:
+    key = (n, dtype, str(device))
+    if key not in _causal_bias:
+        if len(_causal_bias) > 64:  # many distinct lengths: keep memory bounded
+            _causal_bias.clear()
+        _causal_bias[key] = torch.full((n, n), float("-inf"), dtype=dtype, device=device).triu(1)
+    return _causal_bias[key]
+
+
+def causal_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers attention interface: (batch, heads, length, head_dim) in, (batch, length, heads, head_dim) out."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    n, d = query.shape[-2], query.shape[-1]
+    if (attention_mask is not None or key.shape[-2] != n or dropout or query.device.type != "cpu"
+            or not getattr(module, "is_causal", True) or kwargs.get("sliding_window") or kwargs.get("s_aux") is not None
+            or kwargs.get("cu_seq_lens_q") is not None
+            or getattr(module, "config", None) is not None and getattr(module.config, "attn_logit_softcapping", None)):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    b, h = query.shape[:2]
+    kv = key.shape[1]
+    # (b, kv, g*n, d): the g query heads that share a key/value head become one matmul's rows
+    q = query.reshape(b, kv, (h // kv) * n, d)
+    out = CausalAttentionFn.apply(q, key, value, scaling if scaling is not None else d ** -0.5)
+    return out.view(b, h, n, d).transpose(1, 2).contiguous(), None
+
+
+class CausalAttentionFn(torch.autograd.Function):
+    """softmax(q k^T s + causal) v over grouped heads, with a backward written for it.
+
+    Autograd through the same ops keeps the fp32 softmax output and the bf16 probabilities and
+    walks the casts back in fp32; this keeps only the probabilities in the compute dtype and runs
+    the fused softmax backward on them: 2.5x faster per layer and a third of the memory.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, scale):
+        b, kv, gn, _ = q.shape
+        n = k.shape[-2]
+        s = torch.matmul(q, k.transpose(-1, -2)).mul_(scale)
+        s = s.view(b, kv, gn // n, n, n) + _bias(n, s.dtype, s.device)
+        p = torch.softmax(s, dim=-1, dtype=torch.float32).to(q.dtype).view(b, kv, gn, n)
+        ctx.save_for_backward(q, k, v, p)
+        ctx.scale = scale
+        return torch.matmul(p, v)
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, p = ctx.saved_tensors
+        dout = dout.to(v.dtype)
+        dv = torch.matmul(p.transpose(-1, -2), dout)  # sums over the g query heads of each kv head
+        dp = torch.matmul(dout, v.transpose(-1, -2))
+        ds = torch.ops.aten._softmax_backward_data(dp, p, -1, p.dtype).mul_(ctx.scale)
+        return torch.matmul(ds, k), torch.matmul(ds.transpose(-1, -2), q), dv, None
+
+
+def register_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(ATTENTION, causal_attention)
+    # the SDPA mask builder: no mask for an unpadded causal batch, a real mask (and the SDPA
+    # fallback above) whenever padding or a cache makes one necessary
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
+
+
+def use_causal_attention(model: nn.Module) -> str | None:
+    """Switch a decoder-only model to `causal_attention`; the implementation it had, to restore later."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    before = getattr(lm.config, "_attn_implementation", None)
+    if before not in ("sdpa", "eager") or not hasattr(lm, "set_attn_implementation"):
+        return None
+    register_attention()
+    try:
+        lm.set_attn_implementation(ATTENTION)
+    except (ValueError, NotImplementedError, AttributeError):  # a model that does not go through the interface
+        return None
+    return before
