@@ -58,8 +58,10 @@ def run_tunebench(data: Path, steps: int, out: Path) -> dict:
            "--max-length", str(MAX_LEN), "--lr", str(LR), "--schedule", "linear", "--warmup-ratio", "0",
            "--max-steps", str(steps), "--seed", str(SEED), "--precision", "bf16", "--no-merge",
            "--report-to", "none", "--save-every", str(10**6)]
+    from tunebench.runs import read_jsonl
+
     rss = run_child(cmd)
-    log = [json.loads(line) for line in (out / "run" / "log.jsonl").read_text().splitlines()]
+    log = read_jsonl(out / "run" / "log.jsonl")
     return {"loss": [r["loss"] for r in log], "tokens": [r["tokens"] for r in log],
             "time": [r["time_s"] for r in log], "peak_rss_mb": rss}
 
@@ -73,8 +75,9 @@ def trl_worker(name: str, data: Path, steps: int, result: Path) -> None:
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from tunebench import models
+    from tunebench.runs import read_jsonl
 
-    rows = [json.loads(line) for line in (data / f"trl_{name}.jsonl").read_text().splitlines()]
+    rows = read_jsonl(data / f"trl_{name}.jsonl")
     path = models.resolve(MODEL).path
     tok = AutoTokenizer.from_pretrained(path)
     tokens: list[int] = []
@@ -125,6 +128,7 @@ def prepare(work: Path, records: int) -> tuple[Path, dict]:
     from tunebench.config import DataConfig
     from tunebench.data import load_prepared
     from tunebench.pipeline import prepare_stage
+    from tunebench.runs import write_jsonl
 
     data = work / "data"
     prepare_stage(DataConfig(templates=["summarize_conversation"], template_choice="fixed", train_limit=records,
@@ -136,7 +140,7 @@ def prepare(work: Path, records: int) -> tuple[Path, dict]:
     batches = train_batches([len(e["input_ids"]) for e in enc], BATCH, SEED, 0, True)
     order = [i for b in batches for i in b]
     for name, seq in (("trl_defaults", rows), ("trl_tuned", [rows[i] for i in order])):
-        (data / f"trl_{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in seq))
+        write_jsonl(data / f"trl_{name}.jsonl", seq)
     return data, {"examples": len(enc), "skipped_overlong": skipped,
                   "batch_lengths": [[len(enc[i]["input_ids"]) for i in b] for b in batches]}
 

@@ -35,41 +35,35 @@ MAX_NEW = 64
 PEERS = ("one_at_a_time", "pipeline")
 
 
-def _load(precision: str):
-    import torch
-
-    from tunebench import models
-
-    return models.load(MODEL, torch.bfloat16 if precision == "bf16" else torch.float32)
-
-
 def worker(name: str, work: Path, precision: str, batch_size: int) -> None:
     import torch
 
+    from tunebench import models
+    from tunebench.generation import _stop_ids, _until_eos
+
     prompts = json.loads((work / "prompts.json").read_text())
-    model, tok, _ = _load(precision)
+    model, tok, _ = models.load(MODEL, torch.bfloat16 if precision == "bf16" else torch.float32)
     model.eval()
     gen_tokens = 0
     if name == "tunebench":
         from tunebench.batching import Formatter
         from tunebench.generation import generate
 
-        fmt = Formatter.for_model(tok, False)
-        t0 = time.perf_counter()
         # the prompts are already rendered in the chat template: hand them over as raw text
-        fmt.use_chat, fmt.raw = False, True
+        fmt = Formatter(tok, seq2seq=False, use_chat=False, raw=True)
+        t0 = time.perf_counter()
         outputs, stats = generate(model, fmt, prompts, batch_size, MAX_NEW, progress=False)
         seconds = time.perf_counter() - t0
         gen_tokens = stats["generated_tokens"]
     elif name == "one_at_a_time":
-        outputs = []
+        outputs, stop = [], _stop_ids(model, tok)
         t0 = time.perf_counter()
         for p in prompts:
             inputs = tok(p, return_tensors="pt", add_special_tokens=False)
             with torch.no_grad():
                 out = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)
             new = out[0, inputs["input_ids"].shape[1]:]
-            gen_tokens += _until_eos(new.tolist(), model, tok)
+            gen_tokens += len(_until_eos(new.tolist(), stop, tok.pad_token_id, False))
             outputs.append(tok.decode(new, skip_special_tokens=True).strip())
         seconds = time.perf_counter() - t0
     else:
@@ -85,12 +79,6 @@ def worker(name: str, work: Path, precision: str, batch_size: int) -> None:
         gen_tokens = sum(len(tok(o, add_special_tokens=False).input_ids) for o in outputs)
     (work / f"{name}.json").write_text(json.dumps({"outputs": outputs, "seconds": seconds, "generated_tokens": gen_tokens,
                                                    "threads": torch.get_num_threads()}))
-
-
-def _until_eos(ids: list[int], model, tok) -> int:
-    eos = model.generation_config.eos_token_id
-    eos = set([eos] if isinstance(eos, int) else eos or []) | {tok.eos_token_id}
-    return next((k for k, t in enumerate(ids) if t in eos), len(ids))
 
 
 def prepare(work: Path, n: int) -> list[str]:

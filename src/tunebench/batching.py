@@ -139,11 +139,10 @@ def train_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, gr
 
 def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Batches for inference: longest first, so a memory problem shows in the first batch."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    return budget_batches(lengths, batch_size, budget=float("inf"), extra=0)
 
 
-def budget_batches(lengths: list[int], max_rows: int, budget: int, extra: int) -> list[list[int]]:
+def budget_batches(lengths: list[int], max_rows: int, budget: float, extra: int) -> list[list[int]]:
     """Batches for decoding, longest first: at most `max_rows` examples and `budget` cache tokens each.
 
     A batch's cache is rows x (its longest prompt + `extra` new tokens): long prompts travel in

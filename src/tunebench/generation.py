@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicLayer
 
-from .batching import Formatter, budget_batches, sorted_batches
+from .batching import Formatter, budget_batches
 
 
 def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, max_new_tokens: int = 96,
@@ -38,11 +38,9 @@ def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, ma
     model.eval()
     # Sorting by length keeps padding (wasted compute) small within each batch.
     with tqdm(total=len(prompts), desc=desc, unit="ex", dynamic_ncols=True, disable=not progress) as bar:
-        lengths = [len(e) for e in encoded]
         # greedy_decode's cache holds at most batch_size rows of 512 tokens: fewer rows when prompts are long
-        batches = (budget_batches(lengths, batch_size, batch_size * DECODE_ROW_TOKENS, max_new_tokens) if greedy_slots
-                   else sorted_batches(lengths, batch_size))
-        for idx in batches:
+        budget = batch_size * DECODE_ROW_TOKENS if greedy_slots else float("inf")
+        for idx in budget_batches([len(e) for e in encoded], batch_size, budget, max_new_tokens):
             if greedy_slots:
                 gen = greedy_decode(model, [encoded[i] for i in idx], max_new_tokens, eos)
             else:
@@ -85,7 +83,7 @@ def supports_greedy_decode(model) -> bool:
         return False
     if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or []):
         return False
-    return all(getattr(gc, k, None) in (None, v) or v is None and not getattr(gc, k) for k, v in _PROCESSORS.items())
+    return all(not getattr(gc, k, None) or getattr(gc, k) == v for k, v in _PROCESSORS.items())
 
 
 class SlotLayer(DynamicLayer):

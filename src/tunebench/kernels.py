@@ -45,7 +45,6 @@ class LoraLinearFn(torch.autograd.Function):
         ctx.save_for_backward(xd2, xa, weight, a_, b_)
         ctx.scaling, ctx.shared, ctx.in_dtype = scaling, xd is None, x.dtype
         ctx.a_dtype, ctx.b_dtype = a.dtype, b.dtype
-        ctx.has_bias = bias is not None
         return y.reshape(*shape[:-1], y.shape[-1])
 
     @staticmethod
@@ -63,7 +62,7 @@ class LoraLinearFn(torch.autograd.Function):
             dxd = (dyb @ a_).mul_(s)
         grad_a = (dyb.t() @ xd2).mul_(s).to(ctx.a_dtype) if ctx.needs_input_grad[4] else None
         grad_b = (dy2.t() @ xa).mul_(s).to(ctx.b_dtype) if ctx.needs_input_grad[5] else None
-        grad_bias = dy2.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
+        grad_bias = dy2.sum(0) if ctx.needs_input_grad[3] else None  # False when there is no bias
         shape = dy.shape[:-1]
         dx = dx.reshape(*shape, -1).to(ctx.in_dtype) if dx is not None else None
         dxd = dxd.reshape(*shape, -1).to(ctx.in_dtype) if dxd is not None else None

@@ -52,23 +52,21 @@ class CompletionLoss(nn.Module):
 
     def forward(self, input_ids, attention_mask, labels):
         lm = unwrap(self.model)
-        if not self.seq2seq:
-            # Batches are right-padded: causal attention alone keeps every real token from seeing
-            # padding, and padded positions carry no loss. Without a mask the attention kernels
-            # take their causal fast path.
-            attention_mask = None
         if self.seq2seq:
             dec = lm.prepare_decoder_input_ids_from_labels(labels=labels)
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=dec).logits
             return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+        # No attention mask for a decoder: batches are right-padded, so causal attention alone keeps
+        # every real token from seeing padding, and padded positions carry no loss. Without a mask
+        # the attention kernels take their causal fast path.
         targets = labels[:, 1:]
         keep = targets != IGNORE
         if self.fast:
             body = getattr(lm, lm.base_model_prefix)
-            hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = body(input_ids=input_ids).last_hidden_state
             logits = lm.get_output_embeddings()(hidden[:, :-1][keep])
             return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+        logits = self.model(input_ids=input_ids).logits[:, :-1]
         return F.cross_entropy(logits[keep].float(), targets[keep], reduction="sum")
 
 
