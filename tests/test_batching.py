@@ -93,3 +93,16 @@ def test_budget_batches_bound_rows_and_cache_tokens():
         assert len(b) <= 3 and (len(b) == 1 or len(b) * (max(lengths[i] for i in b) + 100) <= 1200)
     assert budget_batches(lengths, max_rows=2, budget=10**6, extra=0) == [[5, 0], [2, 6], [1, 3], [4, 7]]
     assert budget_batches([3000], max_rows=4, budget=100, extra=10) == [[0]]
+
+
+def test_budget_batches_with_a_step_cost_give_an_outlier_its_own_batch():
+    from tunebench.batching import budget_batches
+
+    lengths = [100, 1000, 100, 90, 100]
+    # one batch: 500 + 5 x 1000 cache tokens; the outlier alone: (500 + 1000) + (500 + 4 x 100)
+    assert budget_batches(lengths, max_rows=5, budget=10**6, extra=0, batch_cost=500) == [[1], [0, 2, 4, 3]]
+    # when a batch's fixed cost outweighs the padding, the fewest batches win
+    assert budget_batches(lengths, max_rows=5, budget=10**6, extra=0, batch_cost=10**4) == [[1, 0, 2, 4, 3]]
+    # rows and cache tokens stay bounded
+    assert budget_batches(lengths, max_rows=2, budget=10**6, extra=0, batch_cost=10**4) == [[1], [0, 2], [4, 3]]
+    assert budget_batches(lengths, max_rows=5, budget=350, extra=10, batch_cost=10**4) == [[1], [0, 2, 4], [3]]

@@ -20,17 +20,22 @@ def test_batched_equals_one_at_a_time_in_input_order(request, fixture, cls, seq2
     assert stats["examples"] == 5 and stats["prompt_tokens"] > 0
 
 
-def test_greedy_decode_gives_what_one_generate_per_prompt_gives(tiny_llama):
-    """The in-place cache, per-row positions and rows leaving the batch change no token."""
+@pytest.mark.parametrize("share", [True, False], ids=["shared-prefix", "own-prefill"])
+def test_greedy_decode_gives_what_one_generate_per_prompt_gives(tiny_llama, monkeypatch, share):
+    """The in-place cache, a shared prefix prefilled once, per-row positions and rows leaving the
+    batch change no token."""
     import torch
 
+    from tunebench import generation
     from tunebench.generation import greedy_decode, supports_greedy_decode
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
     assert supports_greedy_decode(model)
-    prompts = [tok(p).input_ids for p in PROMPTS]
+    prompts = [tok("Summarize the following conversation, please. " + p).input_ids for p in PROMPTS]
     assert len({len(p) for p in prompts}) == 5
+    monkeypatch.setattr(generation, "SHARED_PREFIX_MIN", 4 if share else 10**6)
+    assert (generation._shared_prefix(prompts) >= 4) == share
 
     def one_at_a_time(stop):
         outs = []

@@ -142,18 +142,40 @@ def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     return budget_batches(lengths, batch_size, budget=float("inf"), extra=0)
 
 
-def budget_batches(lengths: list[int], max_rows: int, budget: float, extra: int) -> list[list[int]]:
+def budget_batches(lengths: list[int], max_rows: int, budget: float, extra: int,
+                   batch_cost: float | None = None) -> list[list[int]]:
     """Batches for decoding, longest first: at most `max_rows` examples and `budget` cache tokens each.
 
     A batch's cache is rows x (its longest prompt + `extra` new tokens): long prompts travel in
     fewer rows, so memory stays bounded, and short ones in up to `max_rows`.
+
+    Without `batch_cost` the batches are filled greedily. With it, the cut points minimise
+    sum(batch_cost + cache tokens) over the batches (a dynamic programme over the sorted
+    lengths): a batch costs a fixed `batch_cost` per decode step (reading the weights) plus its
+    cache tokens (reading the cache, padding included), so one long outlier does not widen a
+    full batch of shorter prompts when a batch of its own is cheaper.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    for i in order:
-        last = batches[-1] if batches else None
-        if last and len(last) < max_rows and (len(last) + 1) * (lengths[last[0]] + extra) <= budget:
-            last.append(i)
-        else:
-            batches.append([i])
-    return batches
+    if batch_cost is None:
+        batches: list[list[int]] = []
+        for i in order:
+            last = batches[-1] if batches else None
+            if last and len(last) < max_rows and (len(last) + 1) * (lengths[last[0]] + extra) <= budget:
+                last.append(i)
+            else:
+                batches.append([i])
+        return batches
+    n = len(order)
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for j in range(1, n + 1):  # best[j]: cheapest cover of the j longest; cut[j]: where its last batch starts
+        for i in range(j - 1, max(j - max_rows, 0) - 1, -1):
+            tokens = (j - i) * (lengths[order[i]] + extra)
+            if tokens > budget and j - i > 1:
+                break
+            if best[i] + batch_cost + tokens < best[j]:
+                best[j], cut[j] = best[i] + batch_cost + tokens, i
+    spans, j = [], n
+    while j:
+        spans.append(order[cut[j]:j])
+        j = cut[j]
+    return spans[::-1]

@@ -40,7 +40,8 @@ def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, ma
     with tqdm(total=len(prompts), desc=desc, unit="ex", dynamic_ncols=True, disable=not progress) as bar:
         # greedy_decode's cache holds at most batch_size rows of 512 tokens: fewer rows when prompts are long
         budget = batch_size * DECODE_ROW_TOKENS if greedy_slots else float("inf")
-        for idx in budget_batches([len(e) for e in encoded], batch_size, budget, max_new_tokens):
+        for idx in budget_batches([len(e) for e in encoded], batch_size, budget, max_new_tokens,
+                                  _step_cost(model) if greedy_slots else None):
             if greedy_slots:
                 gen = greedy_decode(model, [encoded[i] for i in idx], max_new_tokens, eos)
             else:
@@ -67,6 +68,9 @@ def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, ma
 # ---------------------------------------------------------------------------- greedy decoding
 
 DECODE_ROW_TOKENS = 512
+# A prompt prefilled after a cached prefix takes SDPA's masked path (slightly slower per token than
+# the causal one): sharing pays once the prefix is a few tokens long.
+SHARED_PREFIX_MIN = 8
 # Decoder families whose attention reads the cache through the standard Cache API (no sliding
 # window, no recurrent state): the only ones greedy_decode is used for; others go to generate().
 _SLOT_FAMILIES = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "olmo", "olmo2"}
@@ -116,13 +120,14 @@ class SlotLayer(DynamicLayer):
 def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, eos: list[int]) -> list[list[int]]:
     """Greedy continuations of a batch: the tokens one `generate` per prompt gives.
 
-    Each prompt is prefilled on its own: no padding and the causal fast path, exactly the
-    computation a one-at-a-time loop does, so the first token is bitwise the same. The prompts'
-    caches are then laid right-aligned into one buffer and decoded in lock step (a padding mask
-    hides the left gaps, each row has its own positions). Finished rows leave the batch once a
-    quarter of it is done, so late steps do not pay for them.
+    Each prompt is prefilled on its own (no padding), straight into its row of one preallocated
+    KV buffer, right-aligned. A prefix that every prompt shares (chat system turn, instruction) is
+    prefilled once and copied into each row, so each prompt pays only for its own tokens. The
+    rows are then decoded in lock step (a padding mask hides the left gaps, each row has its own
+    positions). Finished rows leave the batch once a quarter of it is done, so late steps do not
+    pay for them.
     """
-    from transformers.cache_utils import Cache, DynamicCache
+    from transformers.cache_utils import Cache
 
     device = next(model.parameters()).device
     kw = _cache_keyword(model)
@@ -131,21 +136,7 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, eos: lis
     out: list[list[int]] = [[] for _ in prompts]
     stop = set(eos)
     with torch.inference_mode():
-        first, layers = [], []
-        for r, p in enumerate(prompts):
-            c = DynamicCache()
-            logits = model(input_ids=torch.tensor([p], device=device), **{kw: c}, use_cache=True,
-                           logits_to_keep=1).logits
-            first.append(int(logits[0, -1].argmax()))
-            # straight into the shared buffer: holding every prompt's own cache first would double
-            # the peak memory of a batch of long prompts
-            for li, layer in enumerate(c.layers):
-                if r == 0:
-                    buf = layer.keys.new_zeros((b, layer.keys.shape[1], width, layer.keys.shape[3]))
-                    layers.append(SlotLayer(buf, buf.clone(), longest))
-                layers[li].keys[r, :, longest - len(p):longest] = layer.keys[0]
-                layers[li].values[r, :, longest - len(p):longest] = layer.values[0]
-            del c
+        layers, first = _prefill(model, prompts, longest, width)
         cache = Cache(layers=layers)
         mask = torch.zeros((b, width), dtype=torch.long, device=device)
         for r, p in enumerate(prompts):
@@ -176,11 +167,66 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, eos: lis
             pos = pos + 1
 
 
-def _cache_keyword(model) -> str:
+def _prefill(model, prompts: list[list[int]], longest: int, width: int) -> tuple[list[SlotLayer], list[int]]:
+    """Each prompt's cache written right-aligned into its row of one preallocated buffer per layer
+    (holding each prompt's own cache and copying it over would double a batch's peak memory),
+    and each prompt's greedy first token. A shared prefix is computed once and copied."""
+    from transformers.cache_utils import Cache, DynamicCache
+
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    cfg = model.config
+    kv_heads, head_dim = _kv_shape(cfg)
+    shape = (len(prompts), kv_heads, width, head_dim)
+    bufs = [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+            for _ in range(cfg.num_hidden_layers)]
+    shared = _shared_prefix(prompts)
+    decoder, kw, last = model.get_decoder(), _cache_keyword(model.get_decoder()), []
+    prefix = DynamicCache()
+    if shared:
+        decoder(input_ids=torch.tensor([prompts[0][:shared]], device=device), **{kw: prefix}, use_cache=True)
+    for r, p in enumerate(prompts):
+        start = longest - len(p)
+        for (k, v), layer in zip(bufs, prefix.layers):
+            k[r, :, start:start + shared], v[r, :, start:start + shared] = layer.keys[0], layer.values[0]
+        row = Cache(layers=[SlotLayer(k[r:r + 1, :, start:], v[r:r + 1, :, start:], shared) for k, v in bufs])
+        hidden = decoder(input_ids=torch.tensor([p[shared:]], device=device), **{kw: row}, use_cache=True)
+        last.append(hidden.last_hidden_state[0, -1].clone())  # a view would keep all the prompt's states
+    # one vocabulary projection for the batch: per prompt, each would read the whole 49k x d head
+    first = model.get_output_embeddings()(torch.stack(last)).argmax(-1).tolist()
+    return [SlotLayer(k, v, longest) for k, v in bufs], first
+
+
+def _shared_prefix(prompts: list[list[int]]) -> int:
+    """Length of the prefix every prompt shares, when it is worth prefilling once (each prompt
+    keeps at least one token of its own: its last position gives the first logits)."""
+    if len(prompts) < 2:
+        return 0
+    n = 0
+    for column in zip(*prompts):
+        if any(t != column[0] for t in column):
+            break
+        n += 1
+    n = min(n, min(len(p) for p in prompts) - 1)
+    return n if n >= SHARED_PREFIX_MIN else 0
+
+
+def _step_cost(model) -> float:
+    """A decode step's fixed cost in cache tokens: both are memory reads, the weights once per
+    step and each cache token once, so the ratio of their bytes is the exchange rate."""
+    kv_heads, head_dim = _kv_shape(model.config)
+    return sum(p.numel() for p in model.parameters()) / (2 * model.config.num_hidden_layers * kv_heads * head_dim)
+
+
+def _kv_shape(cfg) -> tuple[int, int]:
+    heads = cfg.num_attention_heads
+    return getattr(cfg, "num_key_value_heads", None) or heads, getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+
+
+def _cache_keyword(module) -> str:
     """transformers 5.24 renamed forward's `past_key_values` to `cache` (the old name warns)."""
     import inspect
 
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
 def _stop_ids(model, tok) -> list[int]:
