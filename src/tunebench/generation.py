@@ -180,7 +180,8 @@ def _prefill(model, prompts: list[list[int]], longest: int, width: int) -> tuple
     bufs = [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
             for _ in range(cfg.num_hidden_layers)]
     shared = _shared_prefix(prompts)
-    decoder, kw, last = model.get_decoder(), _cache_keyword(model.get_decoder()), []
+    decoder, last = model.get_decoder(), []
+    kw = _cache_keyword(decoder)
     prefix = DynamicCache()
     if shared:
         decoder(input_ids=torch.tensor([prompts[0][:shared]], device=device), **{kw: prefix}, use_cache=True)
