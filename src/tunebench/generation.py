@@ -154,12 +154,12 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, eos: lis
             if n_done == len(rows):
                 return out
             if n_done * 4 >= len(rows):
-                keep = torch.tensor([j for j, r in enumerate(rows) if not finished[r]], device=device)
+                kept = [j for j, r in enumerate(rows) if not finished[r]]
+                keep = torch.tensor(kept, device=device)
                 for layer in layers:
                     layer.keep(keep)
-                rows = [rows[j] for j in keep.tolist()]
+                rows, nxt = [rows[j] for j in kept], [nxt[j] for j in kept]
                 mask, pos = mask[keep], pos[keep]
-                nxt = [nxt[j] for j in keep.tolist()]
             end = layers[0].end
             logits = model(input_ids=torch.tensor(nxt, device=device)[:, None], attention_mask=mask[:, :end + 1],
                            position_ids=pos[:, None], **{kw: cache}, use_cache=True, logits_to_keep=1).logits
