@@ -20,10 +20,11 @@ def test_batched_equals_one_at_a_time_in_input_order(request, fixture, cls, seq2
     assert stats["examples"] == 5 and stats["prompt_tokens"] > 0
 
 
-@pytest.mark.parametrize("share", [True, False], ids=["shared-prefix", "own-prefill"])
-def test_greedy_decode_gives_what_one_generate_per_prompt_gives(tiny_llama, monkeypatch, share):
-    """The in-place cache, a shared prefix prefilled once, per-row positions and rows leaving the
-    batch change no token."""
+@pytest.mark.parametrize("share,grouped", [(True, False), (False, False), (True, True), (False, True)],
+                         ids=["shared-prefix", "own-prefill", "shared-prefix-grouped", "own-prefill-grouped"])
+def test_greedy_decode_gives_what_one_generate_per_prompt_gives(tiny_llama, monkeypatch, share, grouped):
+    """The in-place cache, a shared prefix prefilled once, prompts of different lengths prefilled
+    together (right-padded), per-row positions and rows leaving the batch change no token."""
     import torch
 
     from tunebench import generation
@@ -36,6 +37,10 @@ def test_greedy_decode_gives_what_one_generate_per_prompt_gives(tiny_llama, monk
     assert len({len(p) for p in prompts}) == 5
     monkeypatch.setattr(generation, "SHARED_PREFIX_MIN", 4 if share else 10**6)
     assert (generation._shared_prefix(prompts) >= 4) == share
+    # grouped: any padding allowed, so the five prompts (of different lengths) share forwards
+    monkeypatch.setattr(generation, "PREFILL_PADDING", 1.0 if grouped else 0.0)
+    groups = generation._prefill_groups([len(p) for p in prompts])
+    assert (len(groups) < len(prompts)) == grouped
 
     def one_at_a_time(stop):
         outs = []
@@ -63,3 +68,41 @@ def test_logits_processors_send_generation_to_transformers(tiny_llama):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
     model.generation_config.repetition_penalty = 1.3
     assert not supports_greedy_decode(model)
+
+
+def test_greedy_head_picks_the_fp32_argmax_near_ties_included():
+    """The bf16 screen keeps every token that can still be the fp32 argmax: near-ties that bf16
+    cannot tell apart, exact ties (lowest id, as argmax) and ordinary rows all come out as the
+    fp32 projection's argmax."""
+    import torch
+
+    from tunebench.generation import GreedyHead
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(5000, 64, generator=g) * 0.05
+    w[11] = w[10] + 1e-4 * torch.randn(64, generator=g)  # same row in bf16, different in fp32
+    w[21] = w[20]  # an exact tie
+    h = torch.randn(300, 64, generator=g) * 3
+    # rows whose logits for 10 and 11 (about 64) differ by under 0.01: bf16 rounds them 0.25 apart
+    d = w[11] - w[10]
+    gap = (torch.rand(100, generator=g) - 0.5) * 0.02 - 400 * (w[10] @ d)
+    h[:100] = w[10] * 400 + gap[:, None] * d / (d @ d)
+    h[100:150] = w[20] * 400
+    want = torch.nn.functional.linear(h, w).argmax(-1).tolist()
+    assert {want[i] for i in range(100)} == {10, 11} and set(want[100:150]) == {20}
+    assert GreedyHead(w)(h) == want
+
+
+def test_greedy_head_only_where_it_pays(tiny_llama, monkeypatch):
+    import torch
+
+    from tunebench import models
+    from tunebench.generation import GreedyHead
+
+    monkeypatch.setattr(models, "bf16_supported", lambda device: True)
+    fp32 = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    assert isinstance(GreedyHead.for_model(fp32), GreedyHead)
+    bf16 = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.bfloat16)
+    assert not isinstance(GreedyHead.for_model(bf16), GreedyHead)
+    monkeypatch.setattr(models, "bf16_supported", lambda device: False)
+    assert not isinstance(GreedyHead.for_model(fp32), GreedyHead)
