@@ -17,3 +17,22 @@ def run_child(cmd: list[str]) -> float:
     if code:
         raise SystemExit(f"worker failed ({code}): {' '.join(cmd)}")
     return usage.ru_maxrss / 1024
+
+
+def add_device_arg(ap) -> None:
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where every tool runs (cuda: the same workload on a GPU, figures reported beside the CPU ones)")
+
+
+def pin_device(device: str) -> None:
+    """On 'cpu', hide any GPU from this process and its children, so that every tool (tunebench's
+    accelerate included, which would otherwise pick the GPU) runs where the figures say."""
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def gpu_peak_mb() -> float | None:
+    """This process's peak GPU memory (PyTorch's allocator), or None without a GPU."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None

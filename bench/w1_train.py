@@ -24,7 +24,7 @@ utilisation: (4 x parameters per token for LoRA, whose frozen weights need no we
 plus 12 x layers x hidden x sequence length for attention) x tokens/s / the bf16 matrix-multiply
 peak measured by this script on this machine in this run.
 
-    python bench/w1_train.py [--quick] [--json out.json] [--peers trl_defaults trl_tuned]
+    python bench/w1_train.py [--quick] [--json out.json] [--peers trl_defaults trl_tuned] [--device cpu|cuda]
 
 Needs TRL (`pip install -e '.[bench]'`); it is not a dependency of tunebench itself.
 """
@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import run_child  # noqa: E402  (bench/ is the script's directory)
+from _common import add_device_arg, gpu_peak_mb, pin_device, run_child  # noqa: E402  (bench/ is the script's directory)
 
 MODEL = "smollm2-135m-instruct"
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
@@ -63,10 +63,10 @@ def run_tunebench(data: Path, steps: int, out: Path) -> dict:
     rss = run_child(cmd)
     log = read_jsonl(out / "run" / "log.jsonl")
     return {"loss": [r["loss"] for r in log], "tokens": [r["tokens"] for r in log],
-            "time": [r["time_s"] for r in log], "peak_rss_mb": rss}
+            "time": [r["time_s"] for r in log], "peak_rss_mb": rss, "peak_gpu_mb": log[-1].get("peak_gpu_mb")}
 
 
-def trl_worker(name: str, data: Path, steps: int, result: Path) -> None:
+def trl_worker(name: str, data: Path, steps: int, result: Path, device: str) -> None:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -98,7 +98,7 @@ def trl_worker(name: str, data: Path, steps: int, result: Path) -> None:
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
 
-    common = dict(output_dir=str(data / f"out_{name}"), use_cpu=True, per_device_train_batch_size=BATCH,
+    common = dict(output_dir=str(data / f"out_{name}"), use_cpu=device == "cpu", per_device_train_batch_size=BATCH,
                   max_length=MAX_LEN, learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0,
                   max_steps=steps, seed=SEED, data_seed=SEED, logging_steps=1, save_strategy="no",
                   report_to=[], completion_only_loss=True, dataloader_num_workers=0)
@@ -115,7 +115,7 @@ def trl_worker(name: str, data: Path, steps: int, result: Path) -> None:
     t0 = time.perf_counter()
     trainer.train()
     result.write_text(json.dumps({"loss": losses, "tokens": tokens[:steps], "time": [t - t0 for t in times],
-                                  "threads": torch.get_num_threads(),
+                                  "threads": torch.get_num_threads(), "peak_gpu_mb": gpu_peak_mb(),
                                   "gradient_checkpointing": bool(cfg.gradient_checkpointing)}))
 
 
@@ -145,19 +145,24 @@ def prepare(work: Path, records: int) -> tuple[Path, dict]:
                   "batch_lengths": [[len(enc[i]["input_ids"]) for i in b] for b in batches]}
 
 
-def bf16_peak(threads: int, seconds: float = 2.0) -> float:
-    """Best bf16 matmul rate (FLOP/s) over a few square sizes: the machine's practical peak."""
+def bf16_peak(threads: int, device: str = "cpu", seconds: float = 2.0) -> float:
+    """Best bf16 matmul rate (FLOP/s) over a few square sizes: the device's practical peak."""
     import torch
 
     torch.set_num_threads(threads)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     best = 0.0
-    for n in (1024, 2048, 3072):
-        a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    for n in ((1024, 2048, 3072) if device == "cpu" else (4096, 8192)):
+        a, b = (torch.randn(n, n, dtype=torch.bfloat16, device=device) for _ in range(2))
         a @ b
+        sync()
         k, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             a @ b
             k += 1
+            if k % 10 == 0:
+                sync()
+        sync()
         best = max(best, 2 * n**3 * k / (time.perf_counter() - t0))
     return best
 
@@ -193,6 +198,7 @@ def main() -> int:
     ap.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS)
     ap.add_argument("--records", type=int, default=1000, help="DialogSum training records to draw batches from")
     ap.add_argument("--threads", type=int, default=2)
+    add_device_arg(ap)
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--keep", help="keep the work directory here (default: a temporary one, removed)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -201,30 +207,32 @@ def main() -> int:
     warmup = 2
     steps = warmup + (6 if args.quick else args.steps)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    pin_device(args.device)
 
     if args.worker:
         import torch
 
         torch.set_num_threads(args.threads)
         work = Path(args.work)
-        trl_worker(args.worker, work / "data", steps, work / f"{args.worker}.json")
+        trl_worker(args.worker, work / "data", steps, work / f"{args.worker}.json", args.device)
         return 0
 
     work = Path(args.keep or tempfile.mkdtemp(prefix="w1-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         data, info = prepare(work, args.records)
-        peak = bf16_peak(args.threads)
-        print(f"bf16 matmul peak on {args.threads} threads: {peak / 1e9:.0f} GFLOP/s", flush=True)
+        peak = bf16_peak(args.threads, args.device)
+        where = f"{args.threads} threads" if args.device == "cpu" else args.device
+        print(f"bf16 matmul peak on {where}: {peak / 1e9:.0f} GFLOP/s", flush=True)
         results = {"tunebench": run_tunebench(data, steps, work)}
         for name in args.peers:
             out = work / f"{name}.json"
             rss = run_child([sys.executable, __file__, "--worker", name, "--work", str(work),
-                              "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+                              "--threads", str(args.threads), "--device", args.device] + (["--quick"] if args.quick else [])
                              + ["--steps", str(args.steps)])
             results[name] = {**json.loads(out.read_text()), "peak_rss_mb": rss}
         # measured again at the end: a peak taken while the machine was busy elsewhere would flatter MFU
-        peak = max(peak, bf16_peak(args.threads))
+        peak = max(peak, bf16_peak(args.threads, args.device))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -239,9 +247,12 @@ def main() -> int:
         rate, tokens, secs = timed(results[name], warmup)
         peers[name], ratios[name] = rate, tb_rate / rate
         extra_peers[name] = {"tokens": tokens, "seconds": secs, "peak_rss_mb": results[name]["peak_rss_mb"],
+                             "peak_gpu_mb": results[name].get("peak_gpu_mb"),
                              "mfu": rate * flops_per_token / peak, "loss": results[name]["loss"]}
         print(f"{name}: tunebench {tb_rate:.1f} real tokens/s, {name} {rate:.1f} real tokens/s, ratio {tb_rate / rate:.2f}x; "
-              f"peak RSS {results['tunebench']['peak_rss_mb']:.0f} MB vs {results[name]['peak_rss_mb']:.0f} MB", flush=True)
+              f"peak RSS {results['tunebench']['peak_rss_mb']:.0f} MB vs {results[name]['peak_rss_mb']:.0f} MB"
+              + (f", peak GPU memory {results['tunebench']['peak_gpu_mb']:.0f} MB vs {results[name]['peak_gpu_mb']:.0f} MB"
+                 if args.device == "cuda" else ""), flush=True)
     match = None
     if "trl_tuned" in results:
         a, b = results["tunebench"]["loss"], results["trl_tuned"]["loss"]
@@ -258,6 +269,8 @@ def main() -> int:
             "extra": {"mfu": mfu, "bf16_peak_flops": peak, "model_flops_per_token": flops_per_token,
                       "parameters": n_params, "peak_rss_mb": {"tunebench": results["tunebench"]["peak_rss_mb"],
                                                               **{k: v["peak_rss_mb"] for k, v in extra_peers.items()}},
+                      "peak_gpu_mb": {"tunebench": results["tunebench"]["peak_gpu_mb"],
+                                      **{k: v["peak_gpu_mb"] for k, v in extra_peers.items()}}, "device": args.device,
                       "loss": {"tunebench": results["tunebench"]["loss"]}, "loss_match_trl_tuned": match,
                       "peers": extra_peers, "warmup_steps": warmup, "timed_steps": steps - warmup,
                       "timed_tokens": tb_tokens, "timed_seconds": tb_s, "threads": args.threads,

@@ -17,7 +17,7 @@ RSS. Each tool runs in a fresh process, so its peak RSS is its own. tunebench ru
 after the peers and its time is the mean of its two runs (the machine's speed drifts over the
 minutes the peers take).
 
-    python bench/w2_generate.py [--quick] [--json out.json] [--precision fp32|bf16]
+    python bench/w2_generate.py [--quick] [--json out.json] [--precision fp32|bf16] [--device cpu|cuda]
 """
 from __future__ import annotations
 
@@ -30,14 +30,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import run_child  # noqa: E402  (bench/ is the script's directory)
+from _common import add_device_arg, gpu_peak_mb, pin_device, run_child  # noqa: E402  (bench/ is the script's directory)
 
 MODEL = "smollm2-135m-instruct"
 MAX_NEW = 64
 PEERS = ("one_at_a_time", "pipeline")
 
 
-def worker(name: str, work: Path, precision: str, batch_size: int) -> None:
+def worker(name: str, work: Path, precision: str, batch_size: int, device: str) -> None:
     import torch
 
     from tunebench import models
@@ -45,7 +45,7 @@ def worker(name: str, work: Path, precision: str, batch_size: int) -> None:
 
     prompts = json.loads((work / "prompts.json").read_text())
     model, tok, _ = models.load(MODEL, torch.bfloat16 if precision == "bf16" else torch.float32)
-    model.eval()
+    model.to(device).eval()
     gen_tokens = 0
     if name == "tunebench":
         from tunebench.batching import Formatter
@@ -61,7 +61,7 @@ def worker(name: str, work: Path, precision: str, batch_size: int) -> None:
         outputs, stop = [], _stop_ids(model, tok)
         t0 = time.perf_counter()
         for p in prompts:
-            inputs = tok(p, return_tensors="pt", add_special_tokens=False)
+            inputs = tok(p, return_tensors="pt", add_special_tokens=False).to(device)
             with torch.no_grad():
                 out = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)
             new = out[0, inputs["input_ids"].shape[1]:]
@@ -72,7 +72,7 @@ def worker(name: str, work: Path, precision: str, batch_size: int) -> None:
         from transformers import pipeline
 
         tok.padding_side = "left"
-        pipe = pipeline("text-generation", model=model, tokenizer=tok, device="cpu")
+        pipe = pipeline("text-generation", model=model, tokenizer=tok, device=device)
         t0 = time.perf_counter()
         res = pipe(prompts, batch_size=batch_size, max_new_tokens=MAX_NEW, do_sample=False, return_full_text=False,
                    add_special_tokens=False)
@@ -80,7 +80,7 @@ def worker(name: str, work: Path, precision: str, batch_size: int) -> None:
         outputs = [r[0]["generated_text"].strip() for r in res]
         gen_tokens = sum(len(tok(o, add_special_tokens=False).input_ids) for o in outputs)
     (work / f"{name}.json").write_text(json.dumps({"outputs": outputs, "seconds": seconds, "generated_tokens": gen_tokens,
-                                                   "threads": torch.get_num_threads()}))
+                                                   "threads": torch.get_num_threads(), "peak_gpu_mb": gpu_peak_mb()}))
 
 
 def prepare(work: Path, n: int) -> list[str]:
@@ -104,16 +104,18 @@ def main() -> int:
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="weights and compute, every tool alike")
     ap.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS)
     ap.add_argument("--threads", type=int, default=2)
+    add_device_arg(ap)
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    pin_device(args.device)
     if args.worker:
         import torch
 
         torch.set_num_threads(args.threads)
-        worker(args.worker, Path(args.work), args.precision, args.batch_size)
+        worker(args.worker, Path(args.work), args.precision, args.batch_size, args.device)
         return 0
 
     n = 40 if args.quick else args.n
@@ -125,7 +127,8 @@ def main() -> int:
         # machine's speed drifts by several percent over the minutes the one-at-a-time loop takes
         for name in ("tunebench", *args.peers, *(["tunebench"] if args.peers else [])):
             rss = run_child([sys.executable, __file__, "--worker", name, "--work", str(work), "--precision",
-                              args.precision, "--batch-size", str(args.batch_size), "--threads", str(args.threads)])
+                              args.precision, "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+                              "--device", args.device])
             r = {**json.loads((work / f"{name}.json").read_text()), "peak_rss_mb": rss}
             if name == "tunebench":
                 runs.append(r)
@@ -148,11 +151,12 @@ def main() -> int:
     for k in args.peers:
         print(f"{k}: tunebench {rate(tb):.2f} dialogues/s ({tb['generated_tokens'] / tb['seconds']:.0f} generated tokens/s), "
               f"{k} {peers[k]:.2f} dialogues/s ({res[k]['generated_tokens'] / res[k]['seconds']:.0f} generated tokens/s), "
-              f"ratio {ratios[k]:.2f}x; peak RSS {tb['peak_rss_mb']:.0f} MB vs {res[k]['peak_rss_mb']:.0f} MB")
+              f"ratio {ratios[k]:.2f}x; peak RSS {tb['peak_rss_mb']:.0f} MB vs {res[k]['peak_rss_mb']:.0f} MB"
+              + (f", peak GPU memory {tb['peak_gpu_mb']:.0f} MB vs {res[k]['peak_gpu_mb']:.0f} MB" if args.device == "cuda" else ""))
     if ref:
         print(f"identical to one-at-a-time: tunebench {same['tunebench']:.1%}"
               + (f", pipeline {same['pipeline']:.1%}" if "pipeline" in same else "")
-              + f" ({len(prompts)} dialogues, {args.precision}, batch {args.batch_size}, {args.threads} threads)")
+              + f" ({len(prompts)} dialogues, {args.precision}, batch {args.batch_size}, {args.threads} threads, {args.device})")
     if len(runs) > 1:
         print("tunebench runs: " + ", ".join(f"{r['seconds']:.1f} s" for r in runs)
               + f" (mean used); outputs {'identical' if runs_agree else 'DIFFER'} between runs")
@@ -162,6 +166,7 @@ def main() -> int:
             "extra": {"identical_to_one_at_a_time": same, "generated_tokens_per_s":
                       {k: v["generated_tokens"] / v["seconds"] for k, v in res.items()},
                       "peak_rss_mb": {k: v["peak_rss_mb"] for k, v in res.items()},
+                      "peak_gpu_mb": {k: v["peak_gpu_mb"] for k, v in res.items()}, "device": args.device,
                       "seconds": {k: v["seconds"] for k, v in res.items()}, "dialogues": len(prompts),
                       "tunebench_runs_seconds": [r["seconds"] for r in runs], "tunebench_runs_agree": runs_agree,
                       "precision": args.precision, "batch_size": args.batch_size, "threads": args.threads,

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import run_child  # noqa: E402  (bench/ is the script's directory)
+from _common import add_device_arg, gpu_peak_mb, pin_device, run_child  # noqa: E402  (bench/ is the script's directory)
 
 
 def lm_eval_task_yaml(name: str, data_file: Path) -> str:
@@ -30,7 +30,7 @@ def lm_eval_task_yaml(name: str, data_file: Path) -> str:
             "doc_to_target: gold\ntarget_delimiter: \"\"\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n")
 
 
-def worker(name: str, tmp: Path, tasks: dict, batch_size: int, lm_eval_batch_size: int) -> None:
+def worker(name: str, tmp: Path, tasks: dict, batch_size: int, lm_eval_batch_size: int, device: str) -> None:
     """Score every task with one tool; per-example predictions and log-likelihoods to TMP/NAME.json."""
     import torch
 
@@ -46,6 +46,7 @@ def worker(name: str, tmp: Path, tasks: dict, batch_size: int, lm_eval_batch_siz
         reg = registry()
         examples = {t: [e for e in reg[t].load(0, 1234)][:n] for t, (_, n) in tasks.items()}
         model, tok, _ = models.load("smollm2-135m-instruct", torch.float32)
+        model.to(device)
         scorer = Scorer(model, Formatter.for_model(tok, False, "off", raw=True), batch_size=batch_size)
         t0 = time.time()
         for t, ex in examples.items():
@@ -58,7 +59,7 @@ def worker(name: str, tmp: Path, tasks: dict, batch_size: int, lm_eval_batch_siz
         from lm_eval.tasks import TaskManager
 
         lm = HFLM(pretrained=models.resolve("smollm2-135m-instruct").path, dtype="float32",
-                  batch_size=lm_eval_batch_size, device="cpu")
+                  batch_size=lm_eval_batch_size, device=device)
         tm = TaskManager(include_path=str(tmp), include_defaults=False)
         t0 = time.time()
         out = simple_evaluate(model=lm, tasks=[safe for safe, _ in tasks.values()], task_manager=tm, log_samples=True,
@@ -69,7 +70,8 @@ def worker(name: str, tmp: Path, tasks: dict, batch_size: int, lm_eval_batch_siz
             ll = [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
             res[t] = {"pred": [max(range(len(x)), key=x.__getitem__) for x in ll], "ll": ll,
                       "acc": out["results"][safe]["acc,none"]}
-    (tmp / f"{name}.json").write_text(json.dumps({"tasks": res, "seconds": seconds, "threads": torch.get_num_threads()}))
+    (tmp / f"{name}.json").write_text(json.dumps({"tasks": res, "seconds": seconds, "threads": torch.get_num_threads(),
+                                                  "peak_gpu_mb": gpu_peak_mb()}))
 
 
 def main() -> int:
@@ -79,16 +81,18 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="40 examples per task")
     ap.add_argument("--batch-size", type=int, default=8, help="tunebench: questions per forward")
     ap.add_argument("--lm-eval-batch-size", type=int, default=32, help="lm-eval: (question, choice) rows per forward")
+    add_device_arg(ap)
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
     limit = 40 if args.quick else args.limit
+    pin_device(args.device)
 
     if args.worker:
         work = Path(args.work)
         worker(args.worker, work, json.loads((work / "tasks.json").read_text()), args.batch_size,
-               args.lm_eval_batch_size)
+               args.lm_eval_batch_size, args.device)
         return 0
 
     from tunebench.benchmarks.tasks import registry
@@ -108,7 +112,8 @@ def main() -> int:
     try:
         for tool in ("tunebench", "lm_eval"):
             rss[tool] = run_child([sys.executable, __file__, "--worker", tool, "--work", str(tmp), "--batch-size",
-                                   str(args.batch_size), "--lm-eval-batch-size", str(args.lm_eval_batch_size)])
+                                   str(args.batch_size), "--lm-eval-batch-size", str(args.lm_eval_batch_size),
+                                   "--device", args.device])
             res[tool] = json.loads((tmp / f"{tool}.json").read_text())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,15 +135,18 @@ def main() -> int:
 
     tb_rate, le_rate = total / res["tunebench"]["seconds"], total / res["lm_eval"]["seconds"]
     print(f"lm_eval: tunebench {tb_rate:.2f} examples/s, lm-eval {le_rate:.2f} examples/s, ratio {tb_rate / le_rate:.2f}x "
-          f"({total} examples, fp32, {res['tunebench']['threads']} threads); "
-          f"peak RSS {rss['tunebench']:.0f} MB vs {rss['lm_eval']:.0f} MB")
+          f"({total} examples, fp32, {res['tunebench']['threads']} threads, {args.device}); "
+          f"peak RSS {rss['tunebench']:.0f} MB vs {rss['lm_eval']:.0f} MB"
+          + (f", peak GPU memory {res['tunebench']['peak_gpu_mb']:.0f} MB vs {res['lm_eval']['peak_gpu_mb']:.0f} MB"
+             if args.device == "cuda" else ""))
     print(f"identical choices: {same_choice}/{total}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "workload": "W3", "unit": "examples/s", "tunebench": tb_rate, "peers": {"lm_eval": le_rate},
             "ratios": {"lm_eval": tb_rate / le_rate},
             "extra": {"identical_choices": same_choice / total, "max_loglik_diff": max_ll_diff, "tasks": per_task,
-                      "peak_rss_mb": rss, "threads": res["tunebench"]["threads"], "precision": "fp32"}}, indent=2))
+                      "peak_rss_mb": rss, "peak_gpu_mb": {k: v["peak_gpu_mb"] for k, v in res.items()},
+                      "device": args.device, "threads": res["tunebench"]["threads"], "precision": "fp32"}}, indent=2))
     return 0 if same_choice == total else 1
 
 

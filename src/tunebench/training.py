@@ -356,6 +356,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
                "tokens_per_s": round(tokens_seen * world / max(elapsed, 1e-9), 1),
                # per-step figures let a benchmark leave out warm-up steps
                "tokens": step_tokens * world, "time_s": round(elapsed, 4)}
+        if device.type == "cuda":
+            row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
         if end_of_epoch or (cfg.eval_every and step % cfg.eval_every == 0):
             row["val_loss"] = run_validation()
