@@ -161,3 +161,37 @@ def test_causal_attention_hands_masks_and_caches_to_sdpa(tiny_llama):
         real = enc["attention_mask"].bool()  # left-padding positions hold garbage in either path
         torch.testing.assert_close(fast(**enc).logits[real], ref(**enc).logits[real], atol=1e-5, rtol=1e-4)
         assert fast.generate(**enc, **kw).tolist() == ref.generate(**enc, **kw).tolist()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_swiglu_keeps_less_and_gives_the_same_gradients_to_the_bit(tiny_llama, dtype):
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=dtype)
+    ref, fast = _lora(copy.deepcopy(base)), _lora(copy.deepcopy(base))
+    for m in (ref, fast):
+        kernels.fuse_lora(m)
+    assert kernels.fuse_swiglu(fast) == 2
+    batch = _batch(base.config.vocab_size)
+    saved = {}
+    for name, m in (("ref", ref), ("fast", fast)):
+        sizes = []
+
+        def pack(t, sizes=sizes):
+            sizes.append(t.numel() * t.element_size() if t.layout == torch.strided else 0)
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            loss = CompletionLoss(m, False)(**batch)
+        loss.backward()
+        saved[name] = (float(loss), sum(sizes), {n: p.grad for n, p in m.named_parameters() if p.requires_grad})
+    (l_ref, kept_ref, g_ref), (l_fast, kept_fast, g_fast) = saved["ref"], saved["fast"]
+    assert l_fast == l_ref
+    for n in g_ref:
+        assert torch.equal(g_fast[n], g_ref[n]), n
+    # one (tokens x intermediate) tensor per layer fewer
+    itemsize = torch.finfo(dtype).bits // 8
+    assert kept_ref - kept_fast == 2 * batch["input_ids"].numel() * base.config.intermediate_size * itemsize
+    with torch.no_grad():  # inference keeps the model's own forward
+        assert torch.equal(fast(input_ids=batch["input_ids"]).logits, ref(input_ids=batch["input_ids"]).logits)

@@ -106,6 +106,28 @@ def evaluate_loss(loss_fn: CompletionLoss, encoded: list[dict], pad_id: int, bat
     return total, count
 
 
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the OS (glibc's malloc_trim; a no-op elsewhere).
+
+    A step's activations come in many sizes; glibc keeps the freed chunks in its heaps, and the
+    next step's differently sized batch cannot always reuse them, so the process's resident
+    memory creeps up to well above what any step holds live.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = lambda pad: 0  # noqa: E731  (not glibc)
+    _malloc_trim(0)
+
+
+_malloc_trim = None
+
+
 def _autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
@@ -257,6 +279,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
 
     model = build_model(resolved, cfg, dtype, model_cfg.trust_remote_code)
     attn_before = kernels.use_causal_attention(model) if device.type == "cpu" and not seq2seq else None
+    if device.type == "cpu" and not seq2seq:
+        kernels.fuse_swiglu(model)
     loss_fn = CompletionLoss(model, seq2seq)
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable, n_total = sum(p.numel() for p in params), sum(p.numel() for p in model.parameters())
@@ -310,7 +334,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
     if main:
         check_free_space(out, ckpt_bytes)
     trackers = Trackers(cfg.report_to, out, cfg.model_dump(), enabled=main)
-    t_start, tokens_seen = time.time(), 0
+    t_start, tokens_seen, high_water = time.time(), 0, 0
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not main, dynamic_ncols=True)
     loss_fn.train()
     while step < total_steps:
@@ -324,6 +348,12 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
                       for b in micro]
         collated = [(collate([train_enc[i] for i in b], tok.pad_token_id, seq2seq), real) for b, real in rank_micro]
         n_local = sum(target_tokens(b, seq2seq) for b, real in collated if real)
+        padded = sum(b["input_ids"].numel() for b, _ in collated)
+        if device.type == "cpu" and padded > high_water:
+            # the biggest step so far sets the peak: start it from a trimmed heap (trimming every
+            # step would cost each step its page faults, a sixth of the step time)
+            high_water = padded
+            release_free_memory()
         n_global = int(accelerator.reduce(torch.tensor(n_local, device=device), "sum")) if world > 1 else n_local
         step_loss, step_tokens = 0.0, 0
         for k, (batch, real) in enumerate(collated):
