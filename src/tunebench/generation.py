@@ -176,7 +176,7 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, eos: lis
 
 class GreedyHead:
     """The greedy token of each row: the argmax of the fp32 vocabulary projection, found through
-    a bf16 one (a 49k-row head is a sixth of a decode step's matmuls, and bf16 runs it 4x faster
+    a bf16 one (a 49k-row head is a fifth of a decode step's matmuls, and bf16 runs it 4x faster
     on CPUs with bf16 dot products).
 
     The bf16 logit l' of token v is within B_v = 1.01 (2^-7 |h| |w_v| + 2^-8 |l'|) of the fp32

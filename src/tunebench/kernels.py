@@ -1,9 +1,9 @@
 """Hand-written compute paths for training: a fused LoRA linear, a SwiGLU that keeps less for
 backward, and a CPU causal attention.
 
-All three are exact rewrites of what peft and transformers compute, made for the case tunebench trains
-in: a frozen base stored in the compute dtype (bf16 on capable CPUs), right-padded batches, one
-LoRA adapter. They exist because the generic paths spend a third of a CPU step outside matmuls:
+All three are exact rewrites of what peft and transformers compute, made for the case tunebench
+trains in: a frozen base stored in the compute dtype (bf16 on capable CPUs), right-padded
+batches, one LoRA adapter. They exist because the generic paths spend a third of a CPU step outside matmuls:
 
 - peft's LoRA layer casts its input to the adapter's fp32 dtype and autocast casts it back, twice
   per layer and again in backward, then scales and adds in separate passes. `LoraLinearFn` does
