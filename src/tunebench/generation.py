@@ -274,14 +274,16 @@ def _prefill_groups(lengths: list[int]) -> list[list[int]]:
     """Prompts prefilled together: neighbours in length order, up to PREFILL_TOKENS padded tokens
     per group and at most PREFILL_PADDING of them padding."""
     groups: list[list[int]] = []
+    real = 0  # the last group's unpadded tokens
     for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
         g = groups[-1] if groups else None
-        if g and (len(g) + 1) * lengths[g[0]] <= PREFILL_TOKENS and \
-                (len(g) + 1) * lengths[g[0]] - sum(lengths[j] for j in g) - lengths[i] \
-                <= PREFILL_PADDING * (len(g) + 1) * lengths[g[0]]:
+        padded = (len(g) + 1) * lengths[g[0]] if g else 0
+        if g and padded <= PREFILL_TOKENS and padded - real - lengths[i] <= PREFILL_PADDING * padded:
             g.append(i)
+            real += lengths[i]
         else:
             groups.append([i])
+            real = lengths[i]
     return groups
 
 

@@ -6,6 +6,7 @@ that hold everything resume needs. accelerate supplies device placement and data
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import warnings
@@ -113,19 +114,18 @@ def release_free_memory() -> None:
     next step's differently sized batch cannot always reuse them, so the process's resident
     memory creeps up to well above what any step holds live.
     """
-    global _malloc_trim
-    if _malloc_trim is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = lambda pad: 0  # noqa: E731  (not glibc)
-    _malloc_trim(0)
+    _malloc_trim()(0)
 
 
-_malloc_trim = None
+@functools.cache
+def _malloc_trim():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return lambda pad: 0
 
 
 def _autocast(device: torch.device, dtype: torch.dtype):
@@ -348,12 +348,13 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
                       for b in micro]
         collated = [(collate([train_enc[i] for i in b], tok.pad_token_id, seq2seq), real) for b, real in rank_micro]
         n_local = sum(target_tokens(b, seq2seq) for b, real in collated if real)
-        padded = sum(b["input_ids"].numel() for b, _ in collated)
-        if device.type == "cpu" and padded > high_water:
-            # the biggest step so far sets the peak: start it from a trimmed heap (trimming every
-            # step would cost each step its page faults, a sixth of the step time)
-            high_water = padded
-            release_free_memory()
+        if device.type == "cpu":
+            padded = sum(b["input_ids"].numel() for b, _ in collated)
+            if padded > high_water:
+                # the biggest step so far sets the peak: start it from a trimmed heap (trimming
+                # every step would cost each step its page faults, a sixth of the step time)
+                high_water = padded
+                release_free_memory()
         n_global = int(accelerator.reduce(torch.tensor(n_local, device=device), "sum")) if world > 1 else n_local
         step_loss, step_tokens = 0.0, 0
         for k, (batch, real) in enumerate(collated):
