@@ -122,6 +122,7 @@ def compare_runs(runs: list[Path | str]) -> dict:
     The runs must have evaluated on the same examples with the same prompts; the base model is
     taken from the first run, and any run whose base scored differently is reported.
     """
+    from .benchmarks.forgetting import refuse_incomparable
     from .benchmarks.harness import load_results
 
     runs = [Path(r) for r in runs]
@@ -147,7 +148,7 @@ def compare_runs(runs: list[Path | str]) -> dict:
         columns.append({"name": names[i], "run": str(r / "tuned"), "model": m.get("model"), "metrics": m,
                         "training": _training_of(r)})
     # forgetting suite: the base bench of the first run, then each run's tuned bench
-    bench_cols, formats = [], []
+    bench_cols = []
     if (first / "base-bench" / "results.json").is_file():
         bench_cols.append(("base", load_results(first / "base-bench")))
     for i, r in enumerate(runs):
@@ -156,9 +157,7 @@ def compare_runs(runs: list[Path | str]) -> dict:
         else:
             notes.append(f"{r}: no tuned-bench/ (forgetting suite not run)")
     for name, res in bench_cols:
-        formats.append(res["format"])
-        if res["format"] != bench_cols[0][1]["format"]:
-            raise UserError(f"benchmark runs of '{bench_cols[0][0]}' and '{name}' used different prompt formats: not comparable")
+        refuse_incomparable(bench_cols[0][1], res, f"benchmark run '{bench_cols[0][0]}'", f"'{name}'")
     tasks = [t["name"] for t in bench_cols[0][1]["tasks"]] if bench_cols else []
     bench_rows = []
     for task in tasks:

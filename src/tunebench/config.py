@@ -101,14 +101,22 @@ class BenchConfig(Section):
 
     suite: list[str] = Field(default_factory=list, description="named suites (tunebench bench --list)")
     task: list[str] = Field(default_factory=list, description="task names, BIG-bench task.json files or directories")
-    limit: Optional[int] = Field(None, gt=0, description="first N examples per task (default: the suite's)")
+    limit: Optional[int] = Field(None, gt=0, description="N examples per task (default: the suite's)")
+    select: Literal["first", "seeded"] = Field(
+        "first", description="which N a limit keeps: the first in file order, or seeded: BIG-bench's draw "
+        "(RandomState(seed).choice, as its max_examples)")
+    scoring: Literal["bigbench", "lm-eval"] = Field(
+        "bigbench", description="how BIG-bench JSON tasks are prompted and scored: bigbench (as BIG-bench's own code) "
+        "or lm-eval (lm-evaluation-harness tokenization); MMLU, GLUE and SuperGLUE always use lm-eval's")
     shots: int = Field(0, ge=0)
-    seed: int = Field(1234, description="choice order, shot selection")
+    seed: Optional[int] = Field(None, description="choice order, shot and example selection (default: 42 for "
+                                "BIG-bench tasks scored the bigbench way, as BIG-bench; 1234 otherwise)")
     batch_size: int = Field(8, gt=0, description="questions per forward pass")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "fp32", description="fp32 keeps choices identical across batch sizes and to lm-eval; bf16 is ~2x faster")
     chat_template: Literal["auto", "on", "off"] = Field("off", description="wrap contexts in the chat template")
-    max_new_tokens: int = Field(32, gt=0, description="for generative tasks")
+    max_new_tokens: Optional[int] = Field(None, gt=0, description="for generative tasks (default: 256 under "
+                                          "bigbench scoring, BIG-bench's max_length; 32 under lm-eval)")
     metrics: list[Literal["all", "robustness", "fairness"]] = Field(
         default_factory=list, description="also score perturbed copies: robustness (5 perturbations), fairness "
         "(3 counterfactuals); each costs one more pass per perturbation. accuracy, calibration and efficiency are always on")

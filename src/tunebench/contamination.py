@@ -112,15 +112,13 @@ def drop(train: list[dict], report: dict) -> list[dict]:
     return [r for r in train if r["id"] not in bad]
 
 
-def benchmark_sets(tasks, limit: int | None, shots: int = 0, seed: int = 1234) -> dict[str, list[tuple[str, list[str]]]]:
-    """(id, raw input texts) of the examples a benchmark run scores: the first `limit` of each task."""
-    out = {}
-    for task in tasks:
-        examples = task.load(shots, seed)
-        if limit:
-            examples = examples[:limit]
-        out[task.name] = [(e.id, e.inputs or [e.context] + list(e.targets)) for e in examples]
-    return out
+def benchmark_sets(tasks, limit: int | None, shots: int = 0, seed: int | None = None, select: str = "first",
+                   scoring: str = "bigbench") -> dict[str, list[tuple[str, list[str]]]]:
+    """(id, raw input texts) of the examples a benchmark run scores, picked as the run picks them."""
+    from .benchmarks.tasks import examples_for
+
+    return {task.name: [(e.id, e.inputs or [e.context] + list(e.targets))
+                        for e in examples_for(task, shots, seed, limit, select, scoring)] for task in tasks}
 
 
 def index_of(eval_sets: dict[str, list[tuple[str, list[str]]]], n: int, min_words: int) -> EvalIndex:
@@ -156,7 +154,7 @@ def evaluation_sets(examples: dict, data_cfg, evaluation: dict) -> tuple[dict, d
     """The run's evaluation sets as (id, raw texts), and where each came from.
 
     `evaluation`: {"split", "limit"} for the summarization evaluation and optionally
-    {"benchmarks": {"suite", "task", "limit", "shots", "seed"}} for the forgetting suite.
+    {"benchmarks": {"suite", "task", "limit", "shots", "seed", "select", "scoring"}} for the forgetting suite.
     """
     from .data import evaluation_texts
 
@@ -176,9 +174,11 @@ def evaluation_sets(examples: dict, data_cfg, evaluation: dict) -> tuple[dict, d
 
         tasks, suite_limit = resolve_tasks(bench.get("task", []), bench.get("suite", []))
         blimit = bench.get("limit") or suite_limit
-        sets.update(benchmark_sets(tasks, blimit, bench.get("shots", 0), bench.get("seed", 1234)))
+        select = bench.get("select", "first")
+        sets.update(benchmark_sets(tasks, blimit, bench.get("shots", 0), bench.get("seed"), select,
+                                   bench.get("scoring", "bigbench")))
         for t in tasks:
-            where[t.name] = f"{t.source}" + (f", first {blimit}" if blimit else "")
+            where[t.name] = f"{t.source}" + (f", {select} {blimit}" if blimit else "")
     return sets, where
 
 

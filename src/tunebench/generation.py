@@ -19,11 +19,15 @@ from .batching import Formatter, budget_batches
 
 def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, max_new_tokens: int = 96,
              num_beams: int = 1, desc: str = "generate", progress: bool = True,
-             on_batch: Callable[[list[int], list[str]], None] | None = None) -> tuple[list[str], dict]:
+             on_batch: Callable[[list[int], list[str]], None] | None = None, strip: bool = True,
+             settled: Callable[[str], bool] | None = None) -> tuple[list[str], dict]:
     """Completions in input order, and efficiency figures (tokens in/out, seconds).
 
     `on_batch(indices, completions)` is called as each batch finishes, so that a caller can
-    journal results and a killed run loses at most one batch.
+    journal results and a killed run loses at most one batch. `settled(text)` says that a
+    completion can stop early because more text would not change what the caller makes of it
+    (BIG-bench's post-processing); it must be true of every longer text too. `strip` trims the
+    completions' outer whitespace (BIG-bench keeps it).
     """
     tok = fmt.tokenizer
     device = next(model.parameters()).device
@@ -33,6 +37,7 @@ def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, ma
     new_tokens = 0
     sum_sq = 0  # sum over examples of (prompt + output length)^2: the attention term of a FLOPs estimate
     eos = _stop_ids(model, tok)
+    done = (lambda ids: settled(tok.decode(ids, skip_special_tokens=True))) if settled else None
     greedy_slots = num_beams == 1 and not fmt.seq2seq and supports_greedy_decode(model)
     t0 = time.time()
     model.eval()
@@ -44,18 +49,20 @@ def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, ma
         for idx in budget_batches([len(e) for e in encoded], batch_size, budget, max_new_tokens,
                                   _step_cost(model) if greedy_slots else None):
             if greedy_slots:
-                gen = greedy_decode(model, [encoded[i] for i in idx], max_new_tokens, eos, head)
+                gen = greedy_decode(model, [encoded[i] for i in idx], max_new_tokens, eos, head, done)
             else:
                 batch = _pad([encoded[i] for i in idx], tok.pad_token_id, left=not fmt.seq2seq).to(device)
                 with torch.inference_mode():
                     out = model.generate(**batch, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
-                                         eos_token_id=eos, pad_token_id=tok.pad_token_id)
+                                         eos_token_id=eos, pad_token_id=tok.pad_token_id,
+                                         stopping_criteria=_settled_criteria(done, 1 if fmt.seq2seq else batch["input_ids"].shape[1]))
                 gen = (out if fmt.seq2seq else out[:, batch["input_ids"].shape[1]:]).tolist()
             for i, row in zip(idx, gen):
                 ids = _until_eos(row, eos, tok.pad_token_id, fmt.seq2seq)
                 new_tokens += len(ids)
                 sum_sq += (len(encoded[i]) + len(ids)) ** 2
-                outputs[i] = tok.decode(ids, skip_special_tokens=True).strip()
+                text = tok.decode(ids, skip_special_tokens=True)
+                outputs[i] = text.strip() if strip else text
             if on_batch:
                 on_batch(idx, [outputs[i] for i in idx])
             bar.update(len(idx))
@@ -123,15 +130,17 @@ class SlotLayer(DynamicLayer):
 
 
 def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, eos: list[int],
-                  head: Callable[[torch.Tensor], list[int]] | None = None) -> list[list[int]]:
+                  head: Callable[[torch.Tensor], list[int]] | None = None,
+                  done: Callable[[list[int]], bool] | None = None) -> list[list[int]]:
     """Greedy continuations of a batch: the tokens one `generate` per prompt gives.
 
     Prompts are prefilled in groups of near-equal length, each into its row of one preallocated
     KV buffer, right-aligned. A prefix that every prompt shares (chat system turn, instruction) is
     prefilled once and copied into each row, so each prompt pays only for its own tokens. The
     rows are then decoded in lock step (a padding mask hides the left gaps, each row has its own
-    positions), each step's tokens picked by `head` (default: `GreedyHead.for_model`). Finished
-    rows leave the batch once a quarter of it is done, so late steps do not pay for them.
+    positions), each step's tokens picked by `head` (default: `GreedyHead.for_model`). A row
+    finishes at EOS, at max_new_tokens or when `done(its tokens)`. Finished rows leave the batch
+    once a quarter of it is done, so late steps do not pay for them.
     """
     from transformers.cache_utils import Cache
 
@@ -156,7 +165,7 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, eos: lis
             for r, t in zip(rows, nxt):
                 if not finished[r]:
                     out[r].append(t)
-                    finished[r] = t in stop or len(out[r]) == max_new_tokens
+                    finished[r] = t in stop or len(out[r]) == max_new_tokens or (done is not None and done(out[r]))
             n_done = sum(finished[r] for r in rows)
             if n_done == len(rows):
                 return out
@@ -318,6 +327,20 @@ def _cache_keyword(module) -> str:
     import inspect
 
     return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+def _settled_criteria(done: Callable[[list[int]], bool] | None, start: int):
+    """`done` as a stopping criterion of `generate`, row by row."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    if done is None:
+        return None
+
+    class Settled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.tensor([done(row[start:].tolist()) for row in input_ids], device=input_ids.device)
+
+    return StoppingCriteriaList([Settled()])
 
 
 def _stop_ids(model, tok) -> list[int]:

@@ -71,7 +71,8 @@ def evaluation_of(recipe: Recipe) -> dict:
     ev = {"split": recipe.evaluate.split, "limit": recipe.evaluate.limit}
     f = recipe.forgetting
     if f and f.enabled:
-        ev["benchmarks"] = {"suite": f.suite, "task": f.task, "limit": f.limit, "shots": f.shots, "seed": f.seed}
+        ev["benchmarks"] = {"suite": f.suite, "task": f.task, "limit": f.limit, "shots": f.shots, "seed": f.seed,
+                            "select": f.select, "scoring": f.scoring}
     return ev
 
 

@@ -1,20 +1,40 @@
-"""BIG-bench JSON tasks, read as BIG-bench's own `json_task.py` defines them.
+"""BIG-bench JSON tasks, and the two conventions they can be scored by.
 
-Format (BIG-bench docs and json_task.py): top-level `examples` with `input` and `target_scores`
-(multiple choice: answer -> score, the highest is correct, other values give partial credit) and/or
-`target` (a string or a list of acceptable strings). Optional prompt fields with BIG-bench's
-defaults: task_prefix "", example_input_prefix "\\nQ: ", example_output_prefix "\\nA: ",
-choice_prefix "\\n  choice: ", append_choices_to_input true (choices appended in a seeded
-permutation of their sorted order), few_shot_example_separator "\\n", output_regex, stop_string.
-A task.json without `examples` is a container whose subtasks sit in subfolders. Exact duplicate
-examples are dropped, as BIG-bench does. Shots are other examples of the same task, each
-followed by one of its targets.
+The file format (BIG-bench's `api/json_task.py`): top-level `examples`, each with `input` and
+`target_scores` (multiple choice: answer -> score; the highest is right, other values give partial
+credit) and/or `target` (a string or a list of acceptable strings); optional prompt fields with
+BIG-bench's defaults (DEFAULTS). A task.json without `examples` is a container whose subtasks sit
+in the subfolders right below it (sorted); it is scored as the mean of its subtasks' scores.
+
+`--scoring bigbench` (the default for these files) builds prompts, picks examples and scores
+them as BIG-bench 1.0.0's own code does; every rule below names the function it reproduces:
+- `default_format_fn`: choices are appended to the input in the order
+  `np.random.RandomState(seed).permutation(sorted(target_scores))`, the generator re-seeded for
+  every example (also for generative tasks whose examples carry target_scores), whenever
+  `append_choices_to_input` is truthy in Python's sense (so the string "false" appends them);
+  the input becomes input_prefix + input + output_prefix; the scored choices are the keys of
+  target_scores in file order.
+- `JsonTask.load_and_process_json`: duplicates are dropped by `json.dumps` equality (key order
+  counts); the default output regex applies when a task sets neither `output_regex` nor `stop_string`.
+- `make_nshot_dataset`: with a limit below the task size, 0-shot examples are drawn by
+  `RandomState(seed).choice(samples, limit, replace=False)` (select: seeded); with shots, the
+  queries are such a draw (of all examples when there is no limit), each followed by its shots,
+  drawn from the other examples, each shot followed by one of its targets.
+- container limits: `limit // number of subtasks` per subtask.
+The seed defaults to BIG-bench's 42. Scoring and generation live in scoring.py and harness.py.
+
+`--scoring lm-eval` keeps the conventions of tunebench before BIG-bench parity (what the
+lm-evaluation-harness parity bench W3 uses): choices appended in a `random.Random(seed)` shuffle,
+"false" read as false, a space moved from the context to each choice.
 """
 from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import UserError
 from .tasks import Example, Task
@@ -27,11 +47,58 @@ DEFAULTS = {
     "append_choices_to_input": True,
     "few_shot_example_separator": "\n",
 }
-MC_METRICS = {"multiple_choice_grade", "calibration_multiple_choice_brier_score", "macro_f1", "log_likelihood"}
+# json_task.py's metric lists; multiple_choice_grade brings Brier score and ECE along, as there
+GENERATIVE_METRICS = ["bleu", "bleurt", "exact_str_match", "case_insensitive_str_match", "sequence_f1",
+                      "numeric_match_with_0_1_relative_error", "rouge"]
+SCORING_METRICS = ["log_likelihood"]
+MC_METRICS = ["multiple_choice_grade", "calibration_multiple_choice_brier_score", "expected_calibration_error",
+              "weighted_log_probabilities", "weighted_probabilities", "macro_f1"]
+DEFAULT_REGEX = r"[^\.\?\!\;\n]+"
+BIGBENCH_SEED = 42            # JsonTask's random_seed
+MAX_LENGTH = 256              # BIGBenchHFModel's max_length: new tokens generated, and characters kept
+# json_task.py's SCORE_RANGES: [low, high] of each preferred score (multiple_choice_grade's low is chance)
+SCORE_RANGES = {"bleu": (0.0, 100.0), "sequence_f1": (0.0, 100.0), "bleurt": (-0.1, 1.1),
+                "calibration_multiple_choice_brier_score": (0.0, 1.0), "expected_calibration_error": (0.0, 1.0),
+                "exact_str_match": (0.0, 1.0), "case_insensitive_str_match": (0.0, 1.0), "log_likelihood": (-10, 0.0),
+                "multiple_choice_grade": (0.0, 1.0), "numeric_match_with_0_1_relative_error": (0.0, 1.0),
+                "rouge1": (0.0, 100.0), "rouge2": (0.0, 100.0), "rougeLsum": (0.0, 100.0),
+                "weighted_log_probabilities": (-10, 0.0), "weighted_probabilities": (-1, 1), "macro_f1": (0.0, 1.0)}
 
 
-def _bool(v) -> bool:
-    # some task files write "false" as a string
+@dataclass
+class Spec:
+    """One BIG-bench task file with examples, as BIG-bench reads it."""
+    path: Path
+    name: str                       # the file's own `name`
+    metrics: list[str]
+    preferred: str
+    fields: dict                    # the prompt fields, BIG-bench's defaults filled in, values as written
+    examples: list[dict]            # distinct examples in file order
+    absolute_normalization: bool = False
+    stop_string: str | None = None
+    output_regex: str | None = None
+    low_score: float = 0.0
+    high_score: float = 1.0
+    raw_fields: dict = field(default_factory=dict)
+
+    @property
+    def mc_metrics(self) -> list[str]:
+        m = [x for x in self.metrics if x in MC_METRICS]
+        if "multiple_choice_grade" in m:
+            m += [x for x in ("calibration_multiple_choice_brier_score", "expected_calibration_error") if x not in m]
+        return m
+
+    @property
+    def generative_metrics(self) -> list[str]:
+        return [x for x in self.metrics if x in GENERATIVE_METRICS]
+
+    @property
+    def scoring_metrics(self) -> list[str]:
+        return [x for x in self.metrics if x in SCORING_METRICS]
+
+
+def _lenient_bool(v) -> bool:
+    # the lm-eval convention reads "false" written as a string as false
     return v.strip().lower() not in ("false", "0", "no", "") if isinstance(v, str) else bool(v)
 
 
@@ -56,9 +123,13 @@ def validate(data: dict, path: Path) -> str:
             raise UserError(f"{path}: missing key '{key}'")
     if not isinstance(data["metrics"], list) or not data["metrics"]:
         raise UserError(f"{path}: key 'metrics' must be a non-empty list")
+    unknown = [m for m in data["metrics"] if m not in GENERATIVE_METRICS + MC_METRICS + SCORING_METRICS]
+    if unknown:
+        raise UserError(f"{path}: metric '{unknown[0]}' is not a BIG-bench JSON-task metric")
     if not isinstance(data["examples"], list) or not data["examples"]:
         raise UserError(f"{path}: key 'examples' must be a non-empty list")
     mc = any(m in MC_METRICS for m in data["metrics"])
+    text = any(m in GENERATIVE_METRICS + SCORING_METRICS for m in data["metrics"])
     for i, ex in enumerate(data["examples"]):
         where = f"{path}: examples[{i}]"
         if not isinstance(ex, dict) or not isinstance(ex.get("input"), str):
@@ -71,6 +142,9 @@ def validate(data: dict, path: Path) -> str:
                 raise UserError(f"{where}: 'target_scores' must be a non-empty object (choice -> score)")
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ts.values()):
                 raise UserError(f"{where}: 'target_scores' values must be numbers")
+            if "target" not in ex and ((len(ts) == 1 and max(ts.values()) == 0)
+                                       or (len(ts) > 1 and max(ts.values()) <= min(ts.values()))):
+                raise UserError(f"{where}: 'target_scores' has no correct choice (no score above the others)")
             if "target" in ex and mc:
                 targets = ex["target"] if isinstance(ex["target"], list) else [ex["target"]]
                 if not any(t in ts for t in targets):
@@ -81,37 +155,120 @@ def validate(data: dict, path: Path) -> str:
             t = ex["target"]
             if not (isinstance(t, str) or (isinstance(t, list) and t and all(isinstance(x, str) for x in t))):
                 raise UserError(f"{where}: 'target' must be a string or a non-empty list of strings")
+        elif text:
+            raise UserError(f"{where}: metric {next(m for m in data['metrics'] if m not in MC_METRICS)} needs 'target'")
     return "multiple_choice" if mc else "generate"
 
 
 def _dedupe(examples: list[dict]) -> list[dict]:
     seen, out = set(), []
     for ex in examples:
-        key = json.dumps(ex, sort_keys=True)
+        key = json.dumps(ex)  # BIG-bench's key: the same content in another key order is not a duplicate
         if key not in seen:
             seen.add(key)
             out.append(ex)
     return out
 
 
-def task_from_file(path: Path, name: str | None = None, category: str = "bigbench") -> Task:
-    data = _read(path)
+def read_spec(path: Path, data: dict | None = None) -> tuple[Spec, str]:
+    data = data if data is not None else _read(path)
     kind = validate(data, path)
-    fmt = {k: data.get(k, v) for k, v in DEFAULTS.items()}
-    fmt["append_choices_to_input"] = _bool(fmt["append_choices_to_input"])
+    preferred = data.get("preferred_score") or ("multiple_choice_grade" if kind == "multiple_choice" else data["metrics"][0])
+    if preferred == "rouge":
+        raise UserError(f"{path}: preferred_score 'rouge' is ambiguous: use rouge1, rouge2 or rougeLsum")
+    if preferred not in SCORE_RANGES:
+        raise UserError(f"{path}: preferred_score '{preferred}' is not a BIG-bench score")
     examples = _dedupe(data["examples"])
+    low, high = SCORE_RANGES[preferred]
+    if preferred == "multiple_choice_grade":  # chance: the mean target score of a uniform pick
+        low = sum(sum(e["target_scores"].values()) / len(e["target_scores"]) for e in examples) / len(examples)
+    stop, regex = data.get("stop_string"), data.get("output_regex")
+    if stop is None and regex is None:
+        regex = DEFAULT_REGEX
+    return Spec(path=path, name=data["name"], metrics=list(data["metrics"]), preferred=preferred,
+                fields={k: data.get(k, v) for k, v in DEFAULTS.items()}, examples=examples,
+                absolute_normalization=bool(data.get("absolute_normalization", False)), stop_string=stop,
+                output_regex=regex, low_score=low, high_score=high, raw_fields=data), kind
 
-    def load(shots: int, seed: int, perturb=None) -> list[Example]:
-        return build_examples(examples, fmt, kind, shots, seed, path, perturb)
 
-    return Task(name=name or f"bigbench/{data['name']}", family="bigbench", kind=kind, metrics=list(data["metrics"]),
-                source=str(path), load=load, category=category, size=len(examples),
-                stop_string=data.get("stop_string"), output_regex=data.get("output_regex"),
-                preferred=data.get("preferred_score"))
+# ---------------------------------------------------------------------------- the bigbench convention
+
+def format_example(ex: dict, fields: dict, seed: int, perturbed_input: str | None = None) -> dict:
+    """BIG-bench's `default_format_fn`: the prompt, the choices in file order, the targets."""
+    text = ex["input"] if perturbed_input is None else perturbed_input
+    out = {"input": text, "target_scores": ex.get("target_scores")}
+    if "target_scores" in ex:
+        rng = np.random.RandomState(seed=seed)
+        if fields["append_choices_to_input"]:  # Python truthiness, as BIG-bench tests it
+            order = rng.permutation(sorted(ex["target_scores"]))
+            out["input"] = text + fields["choice_prefix"] + fields["choice_prefix"].join(order)
+        if "target" not in ex:
+            best = max(ex["target_scores"].values())
+            out["target"] = [k for k, v in ex["target_scores"].items() if v == best][0]
+        out["choice"] = list(ex["target_scores"])
+    out["input"] = fields["example_input_prefix"] + out["input"] + fields["example_output_prefix"]
+    target = ex.get("target", out.get("target"))
+    out["target"] = target if isinstance(target, list) else [target]
+    return out
 
 
-def build_examples(raw: list[dict], fmt: dict, kind: str, shots: int, seed: int, path, perturb=None) -> list[Example]:
-    """Examples with their contexts; `perturb(text, index)` changes the evaluated input only, never the shots."""
+def nshot(samples: list[dict], shots: int, seed: int, separator: str, limit: int | None) -> list[tuple[int, str]]:
+    """BIG-bench's `make_nshot_dataset` as (index of the query sample, its input with shots).
+
+    `limit` is `max_examples`: None keeps every sample (0-shot: in order; with shots: BIG-bench
+    still draws the queries in a seeded order)."""
+    rng = np.random.RandomState(seed=seed)
+    n = len(samples)
+    if shots == 0:
+        if limit and limit < n:
+            return [(int(i), samples[i]["input"]) for i in rng.choice(n, limit, replace=False)]
+        return [(i, s["input"]) for i, s in enumerate(samples)]
+    if n < shots + 1:
+        raise ValueError(f"{n} distinct examples, too few for {shots} shots")
+    out = []
+    for q in rng.choice(n, limit or n, replace=False):  # JsonTask passes max_examples = num_examples
+        valid = [j for j in range(n) if samples[j] != samples[q]]
+        picked = rng.choice(len(valid), shots, replace=False)
+        context = separator.join(samples[valid[j]]["input"] + rng.choice(samples[valid[j]]["target"]) for j in picked)
+        out.append((int(q), context + separator + samples[q]["input"]))
+    return out
+
+
+def bigbench_examples(spec: Spec, shots: int, seed: int, limit: int | None, select: str,
+                      perturb=None) -> list[Example]:
+    """Examples as BIG-bench builds them. select 'seeded' is BIG-bench's draw of `limit` examples;
+    'first' keeps the first `limit` in file order, each with the shots a run over every example
+    gives it. `perturb(text, index)` changes an example's own input, never its shots or choices."""
+    fields = spec.fields
+    samples = [format_example(ex, fields, seed) for ex in spec.examples]
+    try:
+        queries = nshot(samples, shots, seed, fields["few_shot_example_separator"], limit if select == "seeded" else None)
+    except ValueError as e:
+        raise UserError(f"{spec.path}: {e}") from None
+    if select == "first":
+        queries = sorted(queries)[:limit] if limit else sorted(queries)
+    out = []
+    for i, context in queries:
+        ex, s = spec.examples[i], samples[i]
+        if perturb is not None:
+            own = format_example(ex, fields, seed, perturb(ex["input"], i))["input"]
+            context = context[: len(context) - len(s["input"])] + own
+        ts = ex.get("target_scores")
+        choices = s.get("choice", [])
+        scores = [float(ts[c]) for c in choices] if ts else None
+        out.append(Example(id=str(i), context=fields["task_prefix"] + context, choices=choices,
+                           gold=scores.index(max(scores)) if scores else None, choice_scores=scores,
+                           targets=s["target"], inputs=[ex["input"]]))
+    return out
+
+
+# ---------------------------------------------------------------------------- the lm-eval convention
+
+def lm_eval_examples(spec: Spec, kind: str, shots: int, seed: int, perturb=None) -> list[Example]:
+    """Contexts as tunebench built them before BIG-bench parity (the lm-eval convention)."""
+    fmt = dict(spec.fields)
+    fmt["append_choices_to_input"] = _lenient_bool(fmt["append_choices_to_input"])
+    raw = spec.examples
     rng = random.Random(seed)
     orders = []
     for ex in raw:  # choice order drawn once per example, so a perturbed copy lists them alike
@@ -134,7 +291,7 @@ def build_examples(raw: list[dict], fmt: dict, kind: str, shots: int, seed: int,
             targets = [next(k for k, v in ex["target_scores"].items() if v == best)]
         formatted.append((query(ex["input"], order), list(ex.get("target_scores", {})), targets, ex.get("target_scores")))
     if shots and len(formatted) < shots + 1:
-        raise UserError(f"{path}: {len(formatted)} distinct examples, too few for {shots} shots")
+        raise UserError(f"{spec.path}: {len(formatted)} distinct examples, too few for {shots} shots")
     out = []
     for i, (q, choices, targets, scores) in enumerate(formatted):
         context = query(perturb(raw[i]["input"], i), orders[i]) if perturb else q
@@ -146,31 +303,83 @@ def build_examples(raw: list[dict], fmt: dict, kind: str, shots: int, seed: int,
         context = fmt["task_prefix"] + context
         if kind == "multiple_choice":
             s = [float(scores[c]) for c in choices]
-            gold = s.index(max(s))
-            out.append(Example(id=str(i), context=context, choices=choices, gold=gold, choice_scores=s, targets=targets,
-                               inputs=[raw[i]["input"]]))
+            out.append(Example(id=str(i), context=context, choices=choices, gold=s.index(max(s)), choice_scores=s,
+                               targets=targets, inputs=[raw[i]["input"]]))
         else:
             out.append(Example(id=str(i), context=context, targets=targets, inputs=[raw[i]["input"]]))
     return out
 
 
+# ---------------------------------------------------------------------------- tasks and containers
+
+def task_from_file(path: Path, name: str | None = None, category: str = "bigbench", data: dict | None = None) -> Task:
+    spec, kind = read_spec(path, data)
+
+    def load(shots: int, seed: int, perturb=None) -> list[Example]:
+        return lm_eval_examples(spec, kind, shots, seed, perturb)
+
+    return Task(name=name or f"bigbench/{spec.name}", family="bigbench", kind=kind, metrics=list(spec.metrics),
+                source=str(path), load=load, category=category, size=len(spec.examples),
+                stop_string=spec.stop_string, output_regex=spec.output_regex, preferred=spec.preferred, bigbench=spec)
+
+
+def _is_container(data: dict) -> bool:
+    return "examples" not in data
+
+
+def _subtask_files(folder: Path) -> list[Path]:
+    # json_utils.get_subdir_json_file_paths: task.json one level down, sorted by path
+    return sorted(p / "task.json" for p in folder.iterdir() if p.is_dir() and (p / "task.json").is_file())
+
+
+def container_from_file(path: Path, name: str, category: str = "bigbench") -> Task:
+    """A task.json without examples: its subtasks, scored one by one and averaged (BIG-bench's
+    `add_aggregate_scores`)."""
+    data = _read(path)
+    files = _subtask_files(path.parent)
+    if not files:
+        raise UserError(f"{path}: a task without 'examples' needs subtask folders with a task.json each")
+    subs = []
+    for f in files:
+        sub = _read(f)
+        if _is_container(sub):
+            raise UserError(f"{f}: a subtask must have 'examples' (nested containers are not BIG-bench tasks)")
+        subs.append(task_from_file(f, name=f"{name}:{f.parent.name}", category=category, data=sub))
+    kinds = {t.kind for t in subs}
+    return Task(name=name, family="bigbench", kind=kinds.pop() if len(kinds) == 1 else "mixed",
+                metrics=sorted({m for t in subs for m in t.metrics}), source=str(path), load=_container_load(subs),
+                category=category, size=sum(t.size for t in subs), subtasks=subs,
+                preferred=data.get("preferred_score"))
+
+
+def _container_load(subs: list[Task]):
+    """The lm-eval convention's examples of every subtask, ids prefixed with the subtask's folder."""
+    def load(shots: int, seed: int, perturb=None) -> list[Example]:
+        return [replace(e, id=f"{Path(s.source).parent.name}:{e.id}") for s in subs for e in s.load(shots, seed, perturb)]
+    return load
+
+
 def load_bigbench_path(path: Path, prefix: str = "") -> list[Task]:
-    """A task.json file, or every task.json with examples below a directory (one task each)."""
+    """A task.json file, or every task below a directory: a folder's task.json is one task (a
+    container when it has no examples), and folders inside a task's folder belong to it."""
     path = Path(path)
     if path.is_file():
-        return [task_from_file(path, name=_name(path.parent, path.parent.parent, prefix) if prefix else None)]
+        data = _read(path)
+        return [_task(path, _name(path.parent, path.parent.parent, prefix) if prefix else f"bigbench/{data.get('name')}", data)]
     if not path.is_dir():
         raise UserError(f"{path}: no such BIG-bench task file or directory")
     files = sorted(path.rglob("task.json"))
-    tasks = []
-    for f in files:
-        data = _read(f)
-        if "examples" not in data and any(p != f for p in f.parent.rglob("task.json")):
-            continue  # a container: its subtasks are scored one by one
-        tasks.append(task_from_file(f, name=_name(f.parent, path, prefix or "bigbench/")))
+    folders = {f.parent for f in files}
+    top = [f for f in files if not any(a in folders for a in f.parent.parents if a == path or path in a.parents)]
+    tasks = [_task(f, _name(f.parent, path, prefix or "bigbench/")) for f in top]
     if not tasks:
         raise UserError(f"{path}: no BIG-bench task.json files found")
     return tasks
+
+
+def _task(path: Path, name: str, data: dict | None = None) -> Task:
+    data = data if data is not None else _read(path)
+    return container_from_file(path, name) if _is_container(data) else task_from_file(path, name=name, data=data)
 
 
 def _name(folder: Path, root: Path, prefix: str) -> str:
@@ -179,6 +388,12 @@ def _name(folder: Path, root: Path, prefix: str) -> str:
 
 
 def bigbench_tasks(root: Path, prefix: str = "bigbench/") -> list[Task]:
+    """Every task below the data root's bigbench/ folder; a container's subtasks also under names
+    of their own (bigbench/hhh_alignment_harmless), marked as belonging to the container."""
     if not root.is_dir():
         return []
-    return load_bigbench_path(root, prefix)
+    out = []
+    for t in load_bigbench_path(root, prefix):
+        out.append(t)
+        out += [replace(s, name=_name(Path(s.source).parent, root, prefix), container=t.name) for s in t.subtasks]
+    return out

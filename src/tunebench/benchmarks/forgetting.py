@@ -13,13 +13,49 @@ from .harness import load_results
 from .multimetric import FAMILIES, family_rows
 
 
-def paired_bootstrap(base: list[float], tuned: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+ALPHA = 0.05
+
+
+def paired_bootstrap(base: list[float], tuned: list[float], reps: int = 2000, seed: int = 0,
+                     weights: list[float] | None = None) -> tuple[float, float]:
     """95% interval of mean(tuned - base), resampling examples (the same ones for both models)."""
+    lo, hi, _ = bootstrap_test(base, tuned, reps, seed, weights)
+    return lo, hi
+
+
+def bootstrap_test(base: list[float], tuned: list[float], reps: int = 2000, seed: int = 0,
+                   weights: list[float] | None = None) -> tuple[float, float, float]:
+    """The 95% percentile interval of the (weighted) mean change over `reps` paired resamples of
+    the examples, and the two-sided bootstrap p-value of "no change": twice the share of resampled
+    means on the far side of 0, capped at 1. The interval excludes 0 exactly when p <= 0.05."""
     diffs = [t - b for b, t in zip(base, tuned)]
+    w = weights or [1.0] * len(diffs)
     n = len(diffs)
     rng = random.Random(seed)
-    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
-    return means[int(0.025 * reps)], means[min(int(0.975 * reps), reps - 1)]
+    means = []
+    for _ in range(reps):
+        idx = [rng.randrange(n) for _ in range(n)]
+        means.append(sum(w[i] * diffs[i] for i in idx) / sum(w[i] for i in idx))
+    means.sort()
+    below, above = sum(m <= 0 for m in means), sum(m >= 0 for m in means)
+    return means[int(0.025 * reps)], means[min(int(0.975 * reps), reps - 1)], min(1.0, 2 * min(below, above) / reps)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (Holm 1979): the k-th smallest p times the number of
+    hypotheses not yet rejected, made monotone; a hypothesis is rejected at level a when its
+    adjusted p <= a. Controls the chance of any false verdict across the m tests at a."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _verdict(significant: bool, delta: float) -> str:
+    return "no significant change" if not significant else "worse" if delta < 0 else "better"
 
 
 def _method(run: dict) -> str:
@@ -33,12 +69,23 @@ def _method(run: dict) -> str:
     return "LoRA" if adapter else "tuned"
 
 
+def refuse_incomparable(a: dict, b: dict, a_run, b_run) -> None:
+    """Two benchmark runs are compared only when everything that changes the numbers is the same:
+    prompt format (chat template, shots, seed, limit, selection), precision and scoring convention."""
+    fa, fb = dict(a["format"]), dict(b["format"])
+    # runs written before precision joined the format recorded it beside
+    fa.setdefault("precision", a.get("precision")), fb.setdefault("precision", b.get("precision"))
+    if fa.get("scoring") != fb.get("scoring"):
+        raise UserError(f"{a_run} and {b_run} were scored with different conventions ({fa.get('scoring')} vs "
+                        f"{fb.get('scoring')}): not comparable; run both with the same --scoring")
+    if fa != fb:
+        diff = {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+        raise UserError(f"{a_run} and {b_run} used different prompt formats or precision {diff}: not comparable")
+
+
 def compare_bench(base_run: Path | str, tuned_run: Path | str, reps: int = 2000) -> dict:
     base, tuned = load_results(base_run), load_results(tuned_run)
-    if base["format"] != tuned["format"]:
-        diff = {k: (base["format"].get(k), tuned["format"].get(k)) for k in set(base["format"]) | set(tuned["format"])
-                if base["format"].get(k) != tuned["format"].get(k)}
-        raise UserError(f"{base_run} and {tuned_run} used different prompt formats {diff}: not comparable")
+    refuse_incomparable(base, tuned, base_run, tuned_run)
     tuned_tasks = {t["name"]: t for t in tuned["tasks"]}
     rows = []
     for bt in base["tasks"]:
@@ -49,20 +96,27 @@ def compare_bench(base_run: Path | str, tuned_run: Path | str, reps: int = 2000)
         ids = [i for i in be if i in te]
         b = [be[i]["score"] for i in ids]
         t = [te[i]["score"] for i in ids]
-        lo, hi = paired_bootstrap(b, t, reps)
-        delta = sum(t) / len(t) - sum(b) / len(b)
+        # a BIG-bench container's examples carry weights: its score is the mean of its subtasks' scores
+        w = [be[i].get("weight", 1.0) for i in ids]
+        lo, hi, p = bootstrap_test(b, t, reps, weights=w)
+        mean_b, mean_t = (sum(x * y for x, y in zip(w, b)) / sum(w), sum(x * y for x, y in zip(w, t)) / sum(w))
+        delta = mean_t - mean_b
         families = family_rows(bt.get("metrics", {}), tt.get("metrics", {}))
         rows.append({"task": bt["name"], "metric": bt["primary_metric"], "n": len(ids), "families": families,
-                     "base": sum(b) / len(b), "tuned": sum(t) / len(t), "delta": delta,
-                     "ci95": [lo, hi], "significant": lo > 0 or hi < 0,
-                     "direction": "worse" if hi < 0 else "better" if lo > 0 else "no significant change"})
+                     "base": mean_b, "tuned": mean_t, "delta": delta, "ci95": [lo, hi], "p_value": p,
+                     "significant": p <= ALPHA, "direction": _verdict(p <= ALPHA, delta)})
     if not rows:
         raise UserError(f"{base_run} and {tuned_run} share no tasks")
+    for r, adjusted in zip(rows, holm([r["p_value"] for r in rows])):
+        r.update(p_holm=adjusted, significant_holm=adjusted <= ALPHA, direction_holm=_verdict(adjusted <= ALPHA, r["delta"]))
     method = _method(tuned)
-    worse = sum(r["direction"] == "worse" for r in rows)
-    better = sum(r["direction"] == "better" for r in rows)
+    worse = sum(r["direction_holm"] == "worse" for r in rows)
+    better = sum(r["direction_holm"] == "better" for r in rows)
+    raw_worse = sum(r["direction"] == "worse" for r in rows)
+    raw_better = sum(r["direction"] == "better" for r in rows)
     summary = (f"{method}: {worse} of {len(rows)} tasks significantly worse, {better} significantly better "
-               f"(95% paired bootstrap, {reps} resamples)")
+               f"(Holm-Bonferroni across the {len(rows)} tasks at 5%, 95% paired bootstrap with {reps} resamples; "
+               f"without the adjustment {raw_worse} worse, {raw_better} better)")
     macro_b = sum(r["base"] for r in rows) / len(rows)
     macro_t = sum(r["tuned"] for r in rows) / len(rows)
     return {"base_run": str(base_run), "tuned_run": str(tuned_run), "base_model": base["model"],
@@ -72,14 +126,18 @@ def compare_bench(base_run: Path | str, tuned_run: Path | str, reps: int = 2000)
 
 def to_markdown(c: dict) -> str:
     lines = [f"# Forgetting: {c['base_model']} -> {c['tuned_model']}", "", f"**{c['summary']}**", "",
-             "| task | metric | n | base | tuned | change | 95% CI | verdict |", "|---|---|---:|---:|---:|---:|---|---|"]
+             "| task | metric | n | base | tuned | change | 95% CI | p | verdict | p (Holm) | verdict (Holm) |",
+             "|---|---|---:|---:|---:|---:|---|---:|---|---:|---|"]
     for r in c["tasks"]:
         lo, hi = r["ci95"]
         lines.append(f"| {r['task']} | {r['metric']} | {r['n']} | {r['base']:.3f} | {r['tuned']:.3f} | "
-                     f"{r['delta']:+.3f} | [{lo:+.3f}, {hi:+.3f}] | {r['direction']} |")
+                     f"{r['delta']:+.3f} | [{lo:+.3f}, {hi:+.3f}] | {r['p_value']:.3f} | {r['direction']} | "
+                     f"{r['p_holm']:.3f} | {r['direction_holm']} |")
     m = c["macro"]
-    lines += [f"| **macro average** | | | {m['base']:.3f} | {m['tuned']:.3f} | {m['delta']:+.3f} | | |", "",
-              f"Prompt format: {json.dumps(c['format'])}"]
+    lines += [f"| **macro average** | | | {m['base']:.3f} | {m['tuned']:.3f} | {m['delta']:+.3f} | | | | | |", "",
+              "p: two-sided paired-bootstrap p-value of no change (the 95% interval excludes 0 exactly when p <= 0.05); "
+              "Holm: adjusted across the suite's tasks, so that the chance of any false verdict among them stays at 5%.",
+              "", f"Prompt format: {json.dumps(c['format'])}"]
     lines += multimetric_markdown(c["tasks"])
     return "\n".join(lines) + "\n"
 
@@ -121,12 +179,13 @@ def print_table(c: dict) -> None:
     from rich.table import Table
 
     table = Table(title=c["summary"])
-    for col in ("task", "metric", "n", "base", "tuned", "change", "95% CI", "verdict"):
-        table.add_column(col, justify="left" if col in ("task", "metric", "verdict") else "right")
+    for col in ("task", "metric", "n", "base", "tuned", "change", "95% CI", "verdict", "p (Holm)", "verdict (Holm)"):
+        table.add_column(col, justify="left" if col in ("task", "metric", "verdict", "verdict (Holm)") else "right")
     for r in c["tasks"]:
-        style = "red" if r["direction"] == "worse" else "green" if r["direction"] == "better" else None
+        style = "red" if r["direction_holm"] == "worse" else "green" if r["direction_holm"] == "better" else None
         table.add_row(r["task"], r["metric"], str(r["n"]), f"{r['base']:.3f}", f"{r['tuned']:.3f}", f"{r['delta']:+.3f}",
-                      f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]", r["direction"], style=style)
+                      f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]", r["direction"], f"{r['p_holm']:.3f}",
+                      r["direction_holm"], style=style)
     m = c["macro"]
-    table.add_row("macro average", "", "", f"{m['base']:.3f}", f"{m['tuned']:.3f}", f"{m['delta']:+.3f}", "", "")
+    table.add_row("macro average", "", "", f"{m['base']:.3f}", f"{m['tuned']:.3f}", f"{m['delta']:+.3f}", "", "", "", "")
     Console(width=None if sys.stdout.isatty() else 150).print(table)

@@ -1,8 +1,11 @@
 """Log-likelihood of answer choices and greedy generation, batched, for both model kinds.
 
-Tokenization follows lm-evaluation-harness so that numbers are comparable: trailing spaces of
-the context move to the continuation, the context is tokenized alone, and the continuation's
-tokens are those of tokenize(context + continuation) after the context's length.
+Two tokenizations, one per scoring convention. lm-eval (lm-evaluation-harness's): trailing
+spaces of the context move to the continuation, the context is tokenized alone, and the
+continuation's tokens are those of tokenize(context + continuation) after the context's length.
+bigbench (BIG-bench's HF model wrapper): context and choice tokenized separately and the two id
+lists concatenated, nothing moved; the tokenizer's special tokens (a BOS) go on the context only
+(BIG-bench's wrapper ran GPT-2, whose tokenizer adds none, so it never had to choose).
 
 For decoder-only models whose logits are lm_head(hidden) all choices of a question are scored
 in ONE sequence: [context, choice 1, choice 2, ...] with an attention mask that lets each choice
@@ -47,7 +50,13 @@ class Scorer:
         self.sum_sq_lengths = 0
 
     # ------------------------------------------------------------------ encoding
-    def encode(self, context: str, choices: list[str]) -> tuple[list[int], list[list[int]]]:
+    def encode(self, context: str, choices: list[str], convention: str = "lm-eval") -> tuple[list[int], list[list[int]]]:
+        if convention == "bigbench":
+            if self.seq2seq:
+                return self.tok(context).input_ids, [self.tok(text_target=c, add_special_tokens=False).input_ids for c in choices]
+            ctx = (self.tok(self.fmt.prompt_text(context), add_special_tokens=False) if self.fmt.use_chat
+                   else self.tok(context)).input_ids
+            return ctx, [self.tok(c, add_special_tokens=False).input_ids for c in choices]
         if self.fmt.use_chat:
             # the answer is the assistant's turn; its leading delimiter has no place there
             ctx_text, conts = self.fmt.prompt_text(context), [c.lstrip() for c in choices]
@@ -69,9 +78,12 @@ class Scorer:
         return ctx, out
 
     # ------------------------------------------------------------------ scoring
-    def score(self, examples: list[Example], desc: str = "score", journal=None, tag: str = "score") -> list[list[ChoiceScore]]:
-        """Each example's choice scores. With a `runs.Journal`, scores already in it under
-        `tag:index` are reused and new ones appended batch by batch (a killed run resumes)."""
+    def score(self, examples: list[Example], desc: str = "score", journal=None, tag: str = "score",
+              convention: str = "lm-eval", choices=None) -> list[list[ChoiceScore]]:
+        """Each example's choice scores (or of `choices(example)`, e.g. its targets). With a
+        `runs.Journal`, scores already in it under `tag:index` are reused and new ones appended
+        batch by batch (a killed run resumes)."""
+        choices = choices or (lambda e: e.choices)
         results: list[list[ChoiceScore] | None] = [None] * len(examples)
         if journal is not None:
             for i in range(len(examples)):
@@ -79,7 +91,7 @@ class Scorer:
                 if row:
                     results[i] = [ChoiceScore(*c) for c in row["choices"]]
         todo = [i for i in range(len(examples)) if results[i] is None]
-        enc = {i: self.encode(examples[i].context, examples[i].choices) for i in todo}
+        enc = {i: self.encode(examples[i].context, choices(examples[i]), convention) for i in todo}
         lengths = {i: len(c) + sum(len(x) for x in cs) for i, (c, cs) in enc.items()}
         order = sorted(todo, key=lambda i: -lengths[i])  # longest first: memory errors show early
         self.model.eval()
@@ -90,7 +102,7 @@ class Scorer:
                 batch = [enc[i] for i in idx]
                 lps = self._packed(batch) if self.packed else self._rows(batch)
                 for i, lp in zip(idx, lps):
-                    results[i] = [ChoiceScore(v, len(t), len(c)) for v, t, c in zip(lp, enc[i][1], examples[i].choices)]
+                    results[i] = [ChoiceScore(v, len(t), len(c)) for v, t, c in zip(lp, enc[i][1], choices(examples[i]))]
                 if journal is not None:
                     journal.append([{"key": f"{tag}:{i}", "choices": [[c.logprob, c.tokens, c.chars] for c in results[i]]}
                                     for i in idx])
@@ -112,7 +124,8 @@ class Scorer:
                 seg += [k] * len(c)
                 pos += list(range(len(ctx), len(ctx) + len(c)))
                 # token j of a choice is predicted at the last context position (j = 0) or at token j-1
-                gather.append(([len(ctx) - 1] + list(range(start, start + len(c) - 1)), c))
+                where = [len(ctx) - 1] + list(range(start, start + len(c) - 1))
+                gather.append((where[: len(c)], c))
             seqs.append(ids), segs.append(seg), poss.append(pos), gathers.append(gather)
         T = max(len(s) for s in seqs)
         B = len(seqs)
@@ -152,7 +165,7 @@ class Scorer:
         out = [[0.0] * len(conts) for _, conts in batch]
         pad = self.tok.pad_token_id
         if self.seq2seq:
-            n, m = max(len(p[2]) for p in pairs), max(len(p[3]) for p in pairs)
+            n, m = max(len(p[2]) for p in pairs), max(1, max(len(p[3]) for p in pairs))
             self.tokens += sum(len(p[2]) + len(p[3]) for p in pairs)
             self.sum_sq_lengths += sum(len(p[2]) ** 2 + len(p[3]) ** 2 for p in pairs)
             ids = torch.full((len(pairs), n), pad, dtype=torch.long)
@@ -165,8 +178,9 @@ class Scorer:
             logits = self.model(input_ids=ids.to(self.device), attention_mask=att.to(self.device),
                                 decoder_input_ids=dec.to(self.device)).logits
             for r, (b, k, _, c) in enumerate(pairs):
-                lp = F.log_softmax(logits[r, : len(c)].float(), dim=-1)
-                out[b][k] = float(lp[torch.arange(len(c)), torch.tensor(c, device=lp.device)].sum())
+                if c:  # an empty choice has log-probability 0, as in BIG-bench's wrapper
+                    lp = F.log_softmax(logits[r, : len(c)].float(), dim=-1)
+                    out[b][k] = float(lp[torch.arange(len(c)), torch.tensor(c, device=lp.device)].sum())
             return out
         seqs = [(ctx + c)[-(self.max_len + 1):][:-1] for _, _, ctx, c in pairs]
         self.tokens += sum(len(s) for s in seqs)
@@ -179,8 +193,9 @@ class Scorer:
         logits = self.model(input_ids=ids.to(self.device), attention_mask=att.to(self.device)).logits
         for r, (b, k, _, c) in enumerate(pairs):
             end = len(seqs[r])
-            lp = F.log_softmax(logits[r, end - len(c): end].float(), dim=-1)
-            out[b][k] = float(lp[torch.arange(len(c)), torch.tensor(c, device=lp.device)].sum())
+            if c:
+                lp = F.log_softmax(logits[r, end - len(c): end].float(), dim=-1)
+                out[b][k] = float(lp[torch.arange(len(c)), torch.tensor(c, device=lp.device)].sum())
         return out
 
 

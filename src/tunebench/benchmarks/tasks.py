@@ -46,6 +46,58 @@ class Task:
     stop_string: Optional[str] = None
     output_regex: Optional[str] = None
     preferred: Optional[str] = None
+    bigbench: Optional[object] = field(default=None, repr=False)  # bigbench.Spec: the file as BIG-bench reads it
+    subtasks: list["Task"] = field(default_factory=list, repr=False)  # a BIG-bench container's tasks
+    container: Optional[str] = None    # the container this task is a subtask of
+
+    def scoring(self, convention: str) -> str:
+        """The convention this task is scored by: `bigbench` applies to BIG-bench JSON tasks only."""
+        return "bigbench" if convention == "bigbench" and self.family == "bigbench" else "lm-eval"
+
+
+LM_EVAL_SEED = 1234
+
+
+def seed_for(seed: Optional[int], convention: str) -> int:
+    """An unset seed is each convention's own default: BIG-bench's JsonTask uses 42."""
+    from .bigbench import BIGBENCH_SEED
+
+    return seed if seed is not None else BIGBENCH_SEED if convention == "bigbench" else LM_EVAL_SEED
+
+
+def examples_for(task: Task, shots: int, seed: Optional[int], limit: Optional[int] = None, select: str = "first",
+                 convention: str = "lm-eval", perturb=None) -> list[Example]:
+    """The examples a run scores: prompts built by the task's convention, `limit` of them kept
+    (`select` first: the first in file order; seeded: BIG-bench's draw, `RandomState(seed).choice`).
+    A container's examples are its subtasks', each limited to limit // subtasks, ids prefixed."""
+    from dataclasses import replace
+
+    if task.subtasks:
+        per = limit // len(task.subtasks) if limit else None
+        if limit and per < 1:
+            raise UserError(f"{task.name}: limit {limit} is below its {len(task.subtasks)} subtasks (BIG-bench splits "
+                            "the limit evenly across them)")
+        return [replace(e, id=f"{subtask_key(s)}:{e.id}") for s in task.subtasks
+                for e in examples_for(s, shots, seed, per, select, convention, perturb)]
+    conv = task.scoring(convention)
+    seed = seed_for(seed, conv)
+    if conv == "bigbench" and task.bigbench is not None:
+        from .bigbench import bigbench_examples
+
+        return bigbench_examples(task.bigbench, shots, seed, limit, select, perturb)
+    examples = task.load(shots, seed, perturb)
+    if not limit or limit >= len(examples):
+        return examples
+    if select == "seeded":
+        import numpy as np
+
+        return [examples[i] for i in np.random.RandomState(seed=seed).choice(len(examples), limit, replace=False)]
+    return examples[:limit]
+
+
+def subtask_key(task: Task) -> str:
+    """A subtask's name inside its container: its folder."""
+    return Path(task.source).parent.name
 
 
 def data_root() -> Path:
@@ -73,6 +125,12 @@ def suites() -> dict[str, dict]:
     return yaml.safe_load((REGISTRY_DIR / "suites.yaml").read_text())
 
 
+def _whole(matched: list[Task]) -> list[Task]:
+    """A pattern that matches a container and its subtasks means the container (scored whole)."""
+    names = {t.name for t in matched}
+    return [t for t in matched if t.container not in names]
+
+
 def resolve_tasks(names: list[str] = (), suite_names: list[str] = ()) -> tuple[list[Task], Optional[int]]:
     """Tasks for --task and --suite arguments, in order, without repeats; and the suite's default limit."""
     from .bigbench import load_bigbench_path
@@ -87,7 +145,7 @@ def resolve_tasks(names: list[str] = (), suite_names: list[str] = ()) -> tuple[l
         spec = suites()[s]
         limit = spec.get("limit", limit)
         for pattern in spec["tasks"]:
-            matched = [t for n, t in reg.items() if fnmatch.fnmatchcase(n, pattern)]
+            matched = _whole([t for n, t in reg.items() if fnmatch.fnmatchcase(n, pattern)])
             if not matched:
                 raise UserError(f"suite '{s}': task '{pattern}' not found under {data_root()} (is ../shared/data there?)")
             out += matched
@@ -98,7 +156,7 @@ def resolve_tasks(names: list[str] = (), suite_names: list[str] = ()) -> tuple[l
         elif n in reg:
             out.append(reg[n])
         else:
-            matched = [t for k, t in reg.items() if fnmatch.fnmatchcase(k, n)]
+            matched = _whole([t for k, t in reg.items() if fnmatch.fnmatchcase(k, n)])
             if not matched:
                 hint = difflib.get_close_matches(n, list(reg), n=1)
                 raise UserError(f"unknown task '{n}'" + (f" (did you mean '{hint[0]}'?)" if hint else " (see `tunebench bench --list`)"))
