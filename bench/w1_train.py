@@ -13,11 +13,13 @@ differ only by how the tools train. Each tool runs in a fresh process, so its pe
 - tunebench: the real `tunebench train` command.
 - trl_defaults: SFTTrainer with its defaults (what most tutorials use): fp32 weights, bf16 autocast,
   gradient checkpointing on, random batch order.
-- trl_tuned: as a knowledgeable user would set it up on CPU: gradient checkpointing off, bf16,
-  length-grouped batches (TRL's padding-free mode needs flash-attention kernels, which a CPU lacks).
-  It is fed tunebench's length-grouped batch order with a sequential sampler, which is the same
-  grouping as transformers' `group_by_length` sampler and lets the two loss curves be compared
-  step by step on identical batches.
+- trl_tuned: as a knowledgeable user would set it up on CPU: the frozen base weights loaded in bf16
+  (`SFTConfig(model_init_kwargs={"dtype": "bfloat16"})`, as tunebench holds them for LoRA; peft keeps
+  the adapters in fp32), bf16 autocast, gradient checkpointing off, length-grouped batches (TRL's
+  padding-free mode needs flash-attention kernels, which a CPU lacks). It is fed tunebench's
+  length-grouped batch order with a sequential sampler, which is the same grouping as
+  transformers' `group_by_length` sampler and lets the two loss curves be compared step by step
+  on identical batches.
 
 Figures: real (non-padding) tokens/s over the timed steps, peak RSS, per-step loss, and model FLOP
 utilisation: (4 x parameters per token for LoRA, whose frozen weights need no weight gradients,
@@ -105,18 +107,24 @@ def trl_worker(name: str, data: Path, steps: int, result: Path, device: str) -> 
     if name == "trl_defaults":
         cfg = SFTConfig(**common)
     else:
-        cfg = SFTConfig(**common, gradient_checkpointing=False, bf16=True, train_sampling_strategy="sequential")
+        # frozen base weights in bf16, as tunebench holds them for LoRA (TRL loads fp32 unless told)
+        cfg = SFTConfig(**common, model_init_kwargs={"dtype": "bfloat16"}, gradient_checkpointing=False, bf16=True,
+                        train_sampling_strategy="sequential")
     peft_cfg = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                           target_modules="all-linear", task_type="CAUSAL_LM")
     set_seed(SEED)  # the LoRA A matrices are drawn before Trainer seeds anything
     trainer = SFTTrainer(model=path, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok,
                          peft_config=peft_cfg, data_collator=CountingCollator(pad_token_id=tok.pad_token_id),
                          callbacks=[Clock()])
+    base = trainer.model.get_base_model()
+    dtypes = {"frozen": str(base.model.layers[0].self_attn.q_proj.base_layer.weight.dtype),
+              "adapters": str(base.model.layers[0].self_attn.q_proj.lora_A["default"].weight.dtype)}
     t0 = time.perf_counter()
     trainer.train()
     result.write_text(json.dumps({"loss": losses, "tokens": tokens[:steps], "time": [t - t0 for t in times],
                                   "threads": torch.get_num_threads(), "peak_gpu_mb": gpu_peak_mb(),
-                                  "gradient_checkpointing": bool(cfg.gradient_checkpointing)}))
+                                  "gradient_checkpointing": bool(cfg.gradient_checkpointing), "bf16_autocast": bool(cfg.bf16),
+                                  "dtypes": dtypes}))
 
 
 # ---------------------------------------------------------------------------- the parent
@@ -248,7 +256,8 @@ def main() -> int:
         peers[name], ratios[name] = rate, tb_rate / rate
         extra_peers[name] = {"tokens": tokens, "seconds": secs, "peak_rss_mb": results[name]["peak_rss_mb"],
                              "peak_gpu_mb": results[name].get("peak_gpu_mb"),
-                             "mfu": rate * flops_per_token / peak, "loss": results[name]["loss"]}
+                             "mfu": rate * flops_per_token / peak, "loss": results[name]["loss"],
+                             **{k: results[name][k] for k in ("gradient_checkpointing", "bf16_autocast", "dtypes")}}
         print(f"{name}: tunebench {tb_rate:.1f} real tokens/s, {name} {rate:.1f} real tokens/s, ratio {tb_rate / rate:.2f}x; "
               f"peak RSS {results['tunebench']['peak_rss_mb']:.0f} MB vs {results[name]['peak_rss_mb']:.0f} MB"
               + (f", peak GPU memory {results['tunebench']['peak_gpu_mb']:.0f} MB vs {results[name]['peak_gpu_mb']:.0f} MB"
