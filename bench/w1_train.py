@@ -13,16 +13,32 @@ differ only by how the tools train. Each tool runs in a fresh process, so its pe
 - tunebench: the real `tunebench train` command.
 - trl_defaults: SFTTrainer with its defaults (what most tutorials use): fp32 weights, bf16 autocast,
   gradient checkpointing on, random batch order.
-- trl_tuned: as a knowledgeable user would set it up on CPU: gradient checkpointing off, bf16,
-  length-grouped batches (TRL's padding-free mode needs flash-attention kernels, which a CPU lacks).
-  It is fed tunebench's length-grouped batch order with a sequential sampler, which is the same
-  grouping as transformers' `group_by_length` sampler and lets the two loss curves be compared
-  step by step on identical batches.
+- trl_tuned: as a knowledgeable user would set it up on CPU: the frozen base weights loaded in bf16
+  (`SFTConfig(model_init_kwargs={"dtype": "bfloat16"})`, as tunebench holds them for LoRA; peft keeps
+  the adapters in fp32), bf16 autocast, gradient checkpointing off, length-grouped batches (TRL's
+  padding-free mode needs flash-attention kernels, which a CPU lacks). It is fed tunebench's
+  length-grouped batch order with a sequential sampler, which is the same grouping as
+  transformers' `group_by_length` sampler and lets the two loss curves be compared step by step
+  on identical batches.
 
 Figures: real (non-padding) tokens/s over the timed steps, peak RSS, per-step loss, and model FLOP
-utilisation: (4 x parameters per token for LoRA, whose frozen weights need no weight gradients,
-plus 12 x layers x hidden x sequence length for attention) x tokens/s / the bf16 matrix-multiply
-peak measured by this script on this machine in this run.
+utilisation (MFU): the model FLOPs of the timed steps' sequences / the timed seconds / a bf16 peak.
+Model FLOPs count the matrix multiplies a LoRA step needs (bench/_flops.py; a multiply-add is 2):
+
+    sum over the sequences (n real tokens, c of them carrying loss) of
+        n x [sum over decoder linear layers (d_in x d_out) of 4 d_in d_out + 6 r (d_in + d_out)
+             - layer 0's q, k, v input gradients (2 d_in d_out + 2 r d_in each; nothing before them trains)]
+      + c x 4 x hidden x vocab                        (frozen LM head, only where the loss is taken)
+      + 6 x layers x heads x head_dim x n (n + 1)     (causal attention, forward and backward)
+
+The frozen weights need forward and input gradient (2 + 2) but no weight gradient; the adapters
+need all three; the embedding lookup is a gather, no FLOPs. Each tool's FLOPs are counted on the
+sequences it trained on in its own timed steps. MFU is reported against two peaks, each named:
+`mfu_vs_measured_peak` divides by the best bf16 matrix multiply this script measures on this
+machine in this run (before and after the tools, the higher taken); `mfu_vs_nominal_peak` by the
+processor's nominal bf16 peak where documented facts give it (threads x the clock the model name
+states x Intel AMX's 1024 bf16 FLOPs per cycle and core; on a GPU the datasheet's dense figure),
+else null with the reason (`nominal_peak` in the JSON says which).
 
     python bench/w1_train.py [--quick] [--json out.json] [--peers trl_defaults trl_tuned] [--device cpu|cuda]
 
@@ -32,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -41,6 +56,7 @@ import time
 from pathlib import Path
 
 from _common import add_device_arg, gpu_peak_mb, pin_device, run_child  # noqa: E402  (bench/ is the script's directory)
+from _flops import Dims, lora_step_flops, nominal_peak  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
@@ -81,11 +97,15 @@ def trl_worker(name: str, data: Path, steps: int, result: Path, device: str) -> 
     path = models.resolve(MODEL).path
     tok = AutoTokenizer.from_pretrained(path)
     tokens: list[int] = []
+    lengths: list[list[int]] = []  # per batch: each sequence's real tokens
+    loss_positions: list[list[int]] = []  # per batch: each sequence's positions whose next token is a label
 
     class CountingCollator(DataCollatorForLanguageModeling):
         def torch_call(self, examples):
             out = super().torch_call(examples)
             tokens.append(int(out["attention_mask"].sum()))
+            lengths.append(out["attention_mask"].sum(1).tolist())
+            loss_positions.append((out["labels"][:, 1:] != -100).sum(1).tolist())
             return out
 
     times, losses = [], []
@@ -105,18 +125,25 @@ def trl_worker(name: str, data: Path, steps: int, result: Path, device: str) -> 
     if name == "trl_defaults":
         cfg = SFTConfig(**common)
     else:
-        cfg = SFTConfig(**common, gradient_checkpointing=False, bf16=True, train_sampling_strategy="sequential")
+        # frozen base weights in bf16, as tunebench holds them for LoRA (TRL loads fp32 unless told)
+        cfg = SFTConfig(**common, model_init_kwargs={"dtype": "bfloat16"}, gradient_checkpointing=False, bf16=True,
+                        train_sampling_strategy="sequential")
     peft_cfg = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                           target_modules="all-linear", task_type="CAUSAL_LM")
     set_seed(SEED)  # the LoRA A matrices are drawn before Trainer seeds anything
     trainer = SFTTrainer(model=path, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok,
                          peft_config=peft_cfg, data_collator=CountingCollator(pad_token_id=tok.pad_token_id),
                          callbacks=[Clock()])
+    base = trainer.model.get_base_model()
+    dtypes = {"frozen": str(base.model.layers[0].self_attn.q_proj.base_layer.weight.dtype),
+              "adapters": str(base.model.layers[0].self_attn.q_proj.lora_A["default"].weight.dtype)}
     t0 = time.perf_counter()
     trainer.train()
     result.write_text(json.dumps({"loss": losses, "tokens": tokens[:steps], "time": [t - t0 for t in times],
+                                  "lengths": lengths[:steps], "loss_positions": loss_positions[:steps],
                                   "threads": torch.get_num_threads(), "peak_gpu_mb": gpu_peak_mb(),
-                                  "gradient_checkpointing": bool(cfg.gradient_checkpointing)}))
+                                  "gradient_checkpointing": bool(cfg.gradient_checkpointing), "bf16_autocast": bool(cfg.bf16),
+                                  "dtypes": dtypes}))
 
 
 # ---------------------------------------------------------------------------- the parent
@@ -142,7 +169,8 @@ def prepare(work: Path, records: int) -> tuple[Path, dict]:
     for name, seq in (("trl_defaults", rows), ("trl_tuned", [rows[i] for i in order])):
         write_jsonl(data / f"trl_{name}.jsonl", seq)
     return data, {"examples": len(enc), "skipped_overlong": skipped,
-                  "batch_lengths": [[len(enc[i]["input_ids"]) for i in b] for b in batches]}
+                  "batch_lengths": [[len(enc[i]["input_ids"]) for i in b] for b in batches],
+                  "batch_loss_positions": [[sum(x != IGNORE for x in enc[i]["labels"][1:]) for i in b] for b in batches]}
 
 
 def bf16_peak(threads: int, device: str = "cpu", seconds: float = 2.0) -> float:
@@ -167,21 +195,31 @@ def bf16_peak(threads: int, device: str = "cpu", seconds: float = 2.0) -> float:
     return best
 
 
-def model_flops_per_token(lengths: list[int]) -> tuple[float, int]:
-    """LoRA model FLOPs per real token over these sequences, and the parameter count."""
-    from transformers import AutoConfig
+def model_dims() -> Dims:
+    """The default model's shapes, checked against its weight file (so the FLOPs count every matrix)."""
     from safetensors import safe_open
+    from transformers import AutoConfig
 
     from tunebench import models
 
     path = Path(models.resolve(MODEL).path)
-    cfg = AutoConfig.from_pretrained(path)
-    n_params = 0
+    dims = Dims.from_config(AutoConfig.from_pretrained(path))
+    shapes = {}
     for f in path.glob("*.safetensors"):
         with safe_open(f, "pt") as sf:
-            n_params += sum(math.prod(sf.get_slice(k).get_shape()) for k in sf.keys())
-    attn = sum(12 * cfg.num_hidden_layers * cfg.hidden_size * n * n for n in lengths)
-    return 4 * n_params + attn / sum(lengths), n_params
+            shapes.update({k: tuple(sf.get_slice(k).get_shape()) for k in sf.keys()})
+    for layer in range(dims.layers):
+        for name, d_in, d_out in dims.projections():
+            key = f"model.layers.{layer}.{'self_attn' if name[0] in 'qkvo' else 'mlp'}.{name}.weight"
+            assert shapes.get(key) == (d_out, d_in), (key, shapes.get(key), (d_out, d_in))
+    projections = [k for k in shapes if k.endswith("_proj.weight")]
+    assert len(projections) == dims.layers * len(dims.projections()), projections
+    return dims
+
+
+def step_flops(dims: Dims, lengths: list[list[int]], loss_positions: list[list[int]]) -> int:
+    """Model FLOPs of these steps (per step: each sequence's real tokens and loss positions)."""
+    return lora_step_flops(dims, LORA["r"], [n for b in lengths for n in b], [c for b in loss_positions for c in b])
 
 
 def timed(res: dict, warmup: int) -> tuple[float, int, float]:
@@ -237,21 +275,34 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-    tb_rate, tb_tokens, tb_s = timed(results["tunebench"], warmup)
-    # the sequences tunebench trained on in the timed steps (its batch order is known in advance)
-    lengths = [n for b in info.pop("batch_lengths")[warmup:steps] for n in b]
-    flops_per_token, n_params = model_flops_per_token(lengths)
-    mfu = tb_rate * flops_per_token / peak
-    peers, ratios, extra_peers = {}, {}, {}
+    # the sequences tunebench trained on (its batch order is known in advance); the peers' come from their collators
+    results["tunebench"]["lengths"] = info.pop("batch_lengths")[:steps]
+    results["tunebench"]["loss_positions"] = info.pop("batch_loss_positions")[:steps]
+    dims, nominal = model_dims(), nominal_peak(args.device, args.threads)
+    figures = {}
+    for name, res in results.items():
+        rate, tokens, secs = timed(res, warmup)
+        lengths, loss_positions = res["lengths"][warmup:steps], res["loss_positions"][warmup:steps]
+        assert sum(map(sum, lengths)) == tokens, (name, sum(map(sum, lengths)), tokens)
+        flops = step_flops(dims, lengths, loss_positions)
+        figures[name] = {"tokens_per_s": rate, "tokens": tokens, "seconds": secs,
+                         "loss_tokens": sum(map(sum, loss_positions)), "model_flops": flops,
+                         "model_flops_per_real_token": flops / tokens,
+                         "mfu_vs_measured_peak": flops / secs / peak,
+                         "mfu_vs_nominal_peak": flops / secs / nominal["flops"] if nominal["flops"] else None,
+                         "peak_rss_mb": res["peak_rss_mb"], "peak_gpu_mb": res.get("peak_gpu_mb"), "loss": res["loss"]}
+        for k in ("gradient_checkpointing", "bf16_autocast", "dtypes"):
+            if k in res:
+                figures[name][k] = res[k]
+    tb = figures["tunebench"]
+    tb_rate = tb["tokens_per_s"]
+    peers = {name: figures[name]["tokens_per_s"] for name in args.peers}
+    ratios = {name: tb_rate / rate for name, rate in peers.items()}
     for name in args.peers:
-        rate, tokens, secs = timed(results[name], warmup)
-        peers[name], ratios[name] = rate, tb_rate / rate
-        extra_peers[name] = {"tokens": tokens, "seconds": secs, "peak_rss_mb": results[name]["peak_rss_mb"],
-                             "peak_gpu_mb": results[name].get("peak_gpu_mb"),
-                             "mfu": rate * flops_per_token / peak, "loss": results[name]["loss"]}
-        print(f"{name}: tunebench {tb_rate:.1f} real tokens/s, {name} {rate:.1f} real tokens/s, ratio {tb_rate / rate:.2f}x; "
-              f"peak RSS {results['tunebench']['peak_rss_mb']:.0f} MB vs {results[name]['peak_rss_mb']:.0f} MB"
-              + (f", peak GPU memory {results['tunebench']['peak_gpu_mb']:.0f} MB vs {results[name]['peak_gpu_mb']:.0f} MB"
+        pf = figures[name]
+        print(f"{name}: tunebench {tb_rate:.1f} real tokens/s, {name} {pf['tokens_per_s']:.1f} real tokens/s, "
+              f"ratio {ratios[name]:.2f}x; peak RSS {tb['peak_rss_mb']:.0f} MB vs {pf['peak_rss_mb']:.0f} MB"
+              + (f", peak GPU memory {tb['peak_gpu_mb']:.0f} MB vs {pf['peak_gpu_mb']:.0f} MB"
                  if args.device == "cuda" else ""), flush=True)
     match = None
     if "trl_tuned" in results:
@@ -261,19 +312,27 @@ def main() -> int:
                  "max_rel_diff": max(d / abs(y) for d, y in zip(diffs, b)), "first_step_abs_diff": diffs[0]}
         print(f"loss curve vs trl_tuned (same batches): max |diff| {match['max_abs_diff']:.4f}, "
               f"mean {match['mean_abs_diff']:.4f}, max relative {match['max_rel_diff']:.2%} over {len(diffs)} steps")
-    print(f"MFU: {mfu:.1%} ({flops_per_token / 1e6:.0f} MFLOP per real token x {tb_rate:.1f} tokens/s / "
-          f"{peak / 1e9:.0f} GFLOP/s bf16 peak); timed {tb_tokens} tokens in {tb_s:.1f} s", flush=True)
+    for name, f in figures.items():
+        vs_nominal = (f"{f['mfu_vs_nominal_peak']:.1%} of the nominal {nominal['flops'] / 1e9:.0f} GFLOP/s bf16 peak"
+                      if nominal["flops"] else "no nominal peak")
+        print(f"MFU {name}: {f['mfu_vs_measured_peak']:.1%} of the measured {peak / 1e9:.0f} GFLOP/s bf16 matmul peak, "
+              f"{vs_nominal} ({f['model_flops_per_real_token'] / 1e6:.0f} MFLOP per real token x "
+              f"{f['tokens_per_s']:.1f} tokens/s); timed {f['tokens']} tokens in {f['seconds']:.1f} s", flush=True)
+    print("nominal peak: " + (nominal["derivation"] if nominal["flops"] else f"none ({nominal['reason']})"), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({
             "workload": "W1", "unit": "real tokens/s", "tunebench": tb_rate, "peers": peers, "ratios": ratios,
-            "extra": {"mfu": mfu, "bf16_peak_flops": peak, "model_flops_per_token": flops_per_token,
-                      "parameters": n_params, "peak_rss_mb": {"tunebench": results["tunebench"]["peak_rss_mb"],
-                                                              **{k: v["peak_rss_mb"] for k, v in extra_peers.items()}},
-                      "peak_gpu_mb": {"tunebench": results["tunebench"]["peak_gpu_mb"],
-                                      **{k: v["peak_gpu_mb"] for k, v in extra_peers.items()}}, "device": args.device,
-                      "loss": {"tunebench": results["tunebench"]["loss"]}, "loss_match_trl_tuned": match,
-                      "peers": extra_peers, "warmup_steps": warmup, "timed_steps": steps - warmup,
-                      "timed_tokens": tb_tokens, "timed_seconds": tb_s, "threads": args.threads,
+            "extra": {"mfu_vs_measured_peak": tb["mfu_vs_measured_peak"], "mfu_vs_nominal_peak": tb["mfu_vs_nominal_peak"],
+                      "measured_bf16_matmul_peak_flops": peak, "nominal_peak": nominal,
+                      "model_flops_per_real_token": tb["model_flops_per_real_token"],
+                      "flops_formula": "per real token sum over decoder linears of 4 d_in d_out + 6 r (d_in + d_out), "
+                                       "less layer 0's q,k,v input gradients; + 4 hidden vocab per loss position; "
+                                       "+ 6 layers heads head_dim n (n + 1) per sequence (bench/_flops.py)",
+                      "model_dims": dims.__dict__,
+                      "peak_rss_mb": {k: v["peak_rss_mb"] for k, v in figures.items()},
+                      "peak_gpu_mb": {k: v["peak_gpu_mb"] for k, v in figures.items()}, "device": args.device,
+                      "loss_match_trl_tuned": match, "tools": figures, "warmup_steps": warmup,
+                      "timed_steps": steps - warmup, "threads": args.threads,
                       "batch_size": BATCH, "max_length": MAX_LEN, "lora": LORA, **info}}, indent=2))
     return 0
 

@@ -3,8 +3,16 @@
 Same model directory (the embedded SmolLM2-135M-Instruct, as cached safetensors), same tasks
 (an MMLU subject and a BIG-bench multiple-choice task, 0-shot), same prompts: tunebench's
 rendered contexts and choices are handed to lm-eval as a JSON task, so both tools score
-identical strings. Prints examples/s of both, the ratio, and whether every per-example choice
-(and log-likelihood) agrees.
+identical strings. BIG-bench tasks are rendered with the lm-eval scoring convention
+(`registry()[name].load(shots, seed)`), the one lm-eval's own BIG-bench tasks use. Prints
+examples/s of both, the ratio, and whether every per-example choice (and log-likelihood) agrees.
+
+Both tools are timed over the same window, scoring only: the model is loaded and the examples
+built before it starts, and it holds tokenization and the forwards. For tunebench that is its
+`Scorer.score` calls; for lm-eval, which builds its tasks and requests inside `simple_evaluate`,
+the one `lm.loglikelihood` call that `evaluate` makes with every request. examples/s and the
+ratio are over that window. Each tool's whole-process wall time (interpreter start-up, imports,
+model load, building, scoring, writing) is printed beside it and recorded in the JSON.
 
     python bench/w3_score.py [--quick] [--json out.json] [--tasks mmlu/anatomy bigbench/emoji_movie]
 
@@ -31,46 +39,68 @@ def lm_eval_task_yaml(name: str, data_file: Path) -> str:
 
 
 def worker(name: str, tmp: Path, tasks: dict, batch_size: int, lm_eval_batch_size: int, device: str) -> None:
-    """Score every task with one tool; per-example predictions and log-likelihoods to TMP/NAME.json."""
+    """Score every task with one tool; per-example predictions and log-likelihoods, and the seconds of
+    each phase, to TMP/NAME.json. `scoring_s` is the window both tools are compared over: the model
+    is loaded and the examples built before it starts; it holds tokenization and forwards only."""
     import torch
 
     from tunebench import models
 
-    res = {}
+    res, phases = {}, {}
     if name == "tunebench":
         from tunebench.batching import Formatter
         from tunebench.benchmarks.harness import multiple_choice_metrics
         from tunebench.benchmarks.scoring import Scorer
         from tunebench.benchmarks.tasks import registry
 
+        t0 = time.perf_counter()
         reg = registry()
         examples = {t: [e for e in reg[t].load(0, 1234)][:n] for t, (_, n) in tasks.items()}
+        phases["build_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         model, tok, _ = models.load("smollm2-135m-instruct", torch.float32)
         model.to(device)
         scorer = Scorer(model, Formatter.for_model(tok, False, "off", raw=True), batch_size=batch_size)
-        t0 = time.time()
+        phases["load_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scores = {t: scorer.score(ex, desc=t) for t, ex in examples.items()}
+        phases["scoring_s"] = time.perf_counter() - t0
         for t, ex in examples.items():
-            scores = scorer.score(ex, desc=t)
-            res[t] = {"pred": multiple_choice_metrics(ex, scores)["pred"], "ll": [[c.logprob for c in cs] for cs in scores]}
-        seconds = time.time() - t0
+            res[t] = {"pred": multiple_choice_metrics(ex, scores[t])["pred"],
+                      "ll": [[c.logprob for c in cs] for cs in scores[t]]}
     else:
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
 
+        t0 = time.perf_counter()
         lm = HFLM(pretrained=models.resolve("smollm2-135m-instruct").path, dtype="float32",
                   batch_size=lm_eval_batch_size, device=device)
+        phases["load_s"] = time.perf_counter() - t0
+        # lm-eval builds its tasks and requests inside simple_evaluate, then hands all requests of a
+        # type to one `lm.loglikelihood` call (tokenization and forwards): that call is its scoring window
+        scoring, loglikelihood = [], lm.loglikelihood
+
+        def timed_loglikelihood(requests, *a, **kw):
+            start = time.perf_counter()
+            out = loglikelihood(requests, *a, **kw)
+            scoring.append(time.perf_counter() - start)
+            return out
+
+        lm.loglikelihood = timed_loglikelihood
+        t0 = time.perf_counter()
         tm = TaskManager(include_path=str(tmp), include_defaults=False)
-        t0 = time.time()
         out = simple_evaluate(model=lm, tasks=[safe for safe, _ in tasks.values()], task_manager=tm, log_samples=True,
                               num_fewshot=0, bootstrap_iters=0)
-        seconds = time.time() - t0
+        phases["simple_evaluate_s"] = time.perf_counter() - t0
+        assert len(scoring) == 1, scoring  # one request type, one call
+        phases["scoring_s"] = scoring[0]
         for t, (safe, _) in tasks.items():
             samples = sorted(out["samples"][safe], key=lambda s: s["doc_id"])
             ll = [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
             res[t] = {"pred": [max(range(len(x)), key=x.__getitem__) for x in ll], "ll": ll,
                       "acc": out["results"][safe]["acc,none"]}
-    (tmp / f"{name}.json").write_text(json.dumps({"tasks": res, "seconds": seconds, "threads": torch.get_num_threads(),
+    (tmp / f"{name}.json").write_text(json.dumps({"tasks": res, "phases": phases, "threads": torch.get_num_threads(),
                                                   "peak_gpu_mb": gpu_peak_mb()}))
 
 
@@ -108,12 +138,14 @@ def main() -> int:
         (tmp / f"{safe}.yaml").write_text(lm_eval_task_yaml(safe, data))
         tasks[name], examples[name] = (safe, len(ex)), ex
     (tmp / "tasks.json").write_text(json.dumps(tasks))
-    res, rss = {}, {}
+    res, rss, process_s = {}, {}, {}
     try:
         for tool in ("tunebench", "lm_eval"):
+            t0 = time.perf_counter()
             rss[tool] = run_child([sys.executable, __file__, "--worker", tool, "--work", str(tmp), "--batch-size",
                                    str(args.batch_size), "--lm-eval-batch-size", str(args.lm_eval_batch_size),
                                    "--device", args.device])
+            process_s[tool] = time.perf_counter() - t0  # the whole worker process: start-up, imports, load, build, score
             res[tool] = json.loads((tmp / f"{tool}.json").read_text())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -133,9 +165,12 @@ def main() -> int:
         print(f"{name}: n={len(ex)} acc tunebench {acc_tb:.4f} lm-eval {acc_le:.4f}; identical choices {agree}/{len(ex)}; "
               f"max |loglik diff| {diff:.2e}")
 
-    tb_rate, le_rate = total / res["tunebench"]["seconds"], total / res["lm_eval"]["seconds"]
+    scoring_s = {tool: r["phases"]["scoring_s"] for tool, r in res.items()}
+    tb_rate, le_rate = total / scoring_s["tunebench"], total / scoring_s["lm_eval"]
     print(f"lm_eval: tunebench {tb_rate:.2f} examples/s, lm-eval {le_rate:.2f} examples/s, ratio {tb_rate / le_rate:.2f}x "
-          f"({total} examples, fp32, {res['tunebench']['threads']} threads, {args.device}); "
+          f"(scoring only: {scoring_s['tunebench']:.1f} s vs {scoring_s['lm_eval']:.1f} s; {total} examples, fp32, "
+          f"{res['tunebench']['threads']} threads, {args.device}); whole process {process_s['tunebench']:.1f} s vs "
+          f"{process_s['lm_eval']:.1f} s ({process_s['lm_eval'] / process_s['tunebench']:.2f}x); "
           f"peak RSS {rss['tunebench']:.0f} MB vs {rss['lm_eval']:.0f} MB"
           + (f", peak GPU memory {res['tunebench']['peak_gpu_mb']:.0f} MB vs {res['lm_eval']['peak_gpu_mb']:.0f} MB"
              if args.device == "cuda" else ""))
@@ -144,7 +179,11 @@ def main() -> int:
         Path(args.json).write_text(json.dumps({
             "workload": "W3", "unit": "examples/s", "tunebench": tb_rate, "peers": {"lm_eval": le_rate},
             "ratios": {"lm_eval": tb_rate / le_rate},
-            "extra": {"identical_choices": same_choice / total, "max_loglik_diff": max_ll_diff, "tasks": per_task,
+            "extra": {"window": "scoring only (model loaded, examples built; tokenization and forwards): tunebench's "
+                                "Scorer.score calls, lm-eval's lm.loglikelihood call inside simple_evaluate",
+                      "scoring_seconds": scoring_s, "process_seconds": process_s,
+                      "phases": {tool: r["phases"] for tool, r in res.items()}, "examples": total,
+                      "identical_choices": same_choice / total, "max_loglik_diff": max_ll_diff, "tasks": per_task,
                       "peak_rss_mb": rss, "peak_gpu_mb": {k: v["peak_gpu_mb"] for k, v in res.items()},
                       "device": args.device, "threads": res["tunebench"]["threads"], "precision": "fp32"}}, indent=2))
     return 0 if same_choice == total else 1
