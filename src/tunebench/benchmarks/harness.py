@@ -18,7 +18,7 @@ from .. import models
 from ..batching import Formatter
 from ..errors import UserError
 from ..runs import Journal, Stage, inside, read_json, write_json, write_jsonl
-from .multimetric import FAMILIES, bias, calibration_for_rows, efficiency, toxicity
+from .multimetric import FAMILIES, PeakMemory, bias, calibration_for_rows, efficiency, toxicity
 from .perturbations import FAIRNESS, ROBUSTNESS, seeded
 from .scoring import Scorer, postprocess
 from .tasks import Example, Task
@@ -81,6 +81,7 @@ def run_bench(model_cfg, cfg, tasks: list[Task], out: Path | str, limit: int | N
 def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None,
              journal: Journal | None = None) -> tuple[dict, list[dict]]:
     t0 = time.time()
+    peak = PeakMemory("task")  # resets the peak counters: the efficiency figures get this task's own peak
     tokens0, sq0 = scorer.tokens, scorer.sum_sq_lengths
     gen_stats = {"prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0, "sum_sq_lengths": 0}
     examples = task.load(cfg.shots, cfg.seed)
@@ -143,7 +144,7 @@ def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int 
         "calibration": calibration_for_rows(rows if task.kind == "multiple_choice" else []),
         "efficiency": efficiency(seconds, len(examples), scorer.tokens - tokens0 + gen_stats["prompt_tokens"],
                                  scorer.sum_sq_lengths - sq0 + gen_stats["sum_sq_lengths"], gen_stats["generated_tokens"],
-                                 gen_stats["seconds"], model),
+                                 gen_stats["seconds"], model, peak, sum(len(runs) for runs in perturbed.values())),
     }
     for family, summary in (("robustness", lambda r: robustness_summary(base_ok, r)),
                             ("fairness", lambda r: fairness_summary(base_pred, base_ok, r))):

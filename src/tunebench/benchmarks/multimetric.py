@@ -142,12 +142,66 @@ def model_flops_per_token(model) -> tuple[int, int, int]:
     return total - emb, layers, hidden
 
 
+def _vm_hwm_kb() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            m = re.search(r"^VmHWM:\s+(\d+) kB", f.read(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
+
+
+class PeakMemory:
+    """A window of work (one benchmark task, one generation stage) whose own peak memory is wanted.
+
+    Opening it resets the peak counters: on Linux the kernel's peak RSS (VmHWM, through
+    /proc/self/clear_refs, Linux >= 4.0), on CUDA PyTorch's allocator peak. Elsewhere the figure
+    falls back to the process's peak so far and is named so (`process_peak_rss_mb`). The reset is
+    process-wide: after it, what the kernel reports as this process's maximum RSS (getrusage,
+    wait4, `time -v`) is the peak since the last window opened.
+    """
+
+    def __init__(self, scope: str = "task"):
+        self.scope = scope
+        self.rss_reset = False
+        if _vm_hwm_kb() is not None:
+            try:
+                with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+                    f.write("5")
+                self.rss_reset = True
+            except OSError:
+                pass
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
+
+    def figures(self) -> dict:
+        out: dict = {}
+        hwm = _vm_hwm_kb() if self.rss_reset else None
+        if hwm is not None:
+            out["peak_rss_mb"] = round(hwm / 1024, 1)
+            note = f"this {self.scope}'s own peak RSS (Linux VmHWM, reset through /proc/self/clear_refs when it started)"
+        else:
+            out["process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            note = ("the process's peak RSS so far (getrusage), not this " + self.scope + "'s own: this system cannot "
+                    "reset the kernel's peak RSS counter")
+        # CUDA initialised before the window was reset when it opened; initialised inside it, it has
+        # held nothing from before: either way the allocator's peak is the window's own
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            out["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            note += f"; peak_gpu_memory_mb: this {self.scope}'s own (PyTorch's allocator, reset when it started)"
+        out["peak_memory_scope"] = note
+        return out
+
+
 def efficiency(seconds: float, n: int, prompt_tokens: int, sum_sq_lengths: int, generated_tokens: int,
-               gen_seconds: float, model) -> dict:
+               gen_seconds: float, model, peak: PeakMemory | None = None, perturbation_passes: int = 0) -> dict:
     """Wall time, tokens/s, peak memory and estimated forward FLOPs per example.
 
     FLOPs = 2 x non-embedding parameters x tokens + 4 x layers x hidden x length^2 (attention
     scores and weighted values), summed over the sequences the model ran (Kaplan et al. 2020).
+    `peak`: the window opened when the task started (its own peak memory); without one, the
+    process's peak so far, named `process_peak_rss_mb`. `perturbation_passes`: how many perturbed
+    copies of the task (robustness, fairness) ran inside the timed window.
     """
     params, layers, hidden = model_flops_per_token(model)
     flops = 2 * params * (prompt_tokens + generated_tokens) + 4 * layers * hidden * sum_sq_lengths
@@ -156,10 +210,21 @@ def efficiency(seconds: float, n: int, prompt_tokens: int, sum_sq_lengths: int, 
            "prompt_tokens": prompt_tokens, "prompt_tokens_per_s": round(prompt_tokens / max(seconds, 1e-9), 1),
            "generated_tokens": generated_tokens,
            "generated_tokens_per_s": round(generated_tokens / gen_seconds, 1) if gen_seconds else None,
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            "estimated_flops_per_example": flops / max(n, 1)}
-    if torch.cuda.is_available():
-        out["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    if peak is not None:
+        out.update(peak.figures())
+    else:
+        out["process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        out["peak_memory_scope"] = "the process's peak RSS so far (getrusage), not this work's own"
+        if torch.cuda.is_available():
+            out["process_peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    out["includes_perturbation_passes"] = perturbation_passes > 0
+    if perturbation_passes:
+        out["perturbation_passes"] = perturbation_passes
+        out["perturbation_note"] = (
+            f"wall_time_s, examples_per_s, prompt_tokens_per_s and the peak memory cover the original pass and "
+            f"{perturbation_passes} perturbed passes (robustness/fairness), while examples count once; prompt_tokens "
+            "and the FLOPs include the perturbed passes of scored (multiple-choice) examples, not of generated ones")
     return out
 
 
