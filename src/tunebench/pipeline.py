@@ -101,6 +101,9 @@ def generate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
     dtype = models.pick_dtype(cfg.precision, device)
     config = {"model": model_cfg.model_dump(), "generate": cfg.model_dump(), "data": str(data_dir)}
     with Stage(out, "generate", config) as st:
+        from .benchmarks.multimetric import PeakMemory
+
+        peak = PeakMemory("generation stage")  # resets the peak counters: the stage's own peak memory
         # batch size changes nothing but speed, so a resumed run may use another
         header = {**config, "generate": cfg.model_dump(exclude={"batch_size"}), "ids": _digest([e["id"] for e in examples])}
         model, tok, resolved = models.load(model_cfg.model, dtype, model_cfg.trust_remote_code)
@@ -120,7 +123,7 @@ def generate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
                  "references": e.get("references") or [e["completion"]]} for i, e in enumerate(examples)]
         write_jsonl(Path(out) / "predictions.jsonl", rows)
         journal.discard()
-        st.extra["efficiency"] = {**stats, **_cost(model, stats), "precision": str(dtype).replace("torch.", ""),
+        st.extra["efficiency"] = {**stats, **_cost(model, stats, peak), "precision": str(dtype).replace("torch.", ""),
                                   "device": str(device), "resumed_examples": len(examples) - len(todo)}
         st.extra["model"] = {"name": model_cfg.model, "path": resolved.path, "adapter": resolved.adapter}
     return {"predictions": rows, "efficiency": st.extra["efficiency"]}
@@ -132,13 +135,14 @@ def _digest(items: list) -> str:
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
 
 
-def _cost(model, stats: dict) -> dict:
-    """Peak memory and the estimated forward FLOPs per example of a generation run."""
+def _cost(model, stats: dict, peak=None) -> dict:
+    """Peak memory (the stage's own when `peak` was opened at its start) and the estimated forward
+    FLOPs per example of a generation run."""
     from .benchmarks.multimetric import efficiency
 
     e = efficiency(stats["seconds"], stats["examples"], stats["prompt_tokens"], stats["sum_sq_lengths"],
-                   stats["generated_tokens"], stats["seconds"], model)
-    return {k: e[k] for k in e if k.startswith(("peak_", "estimated_"))}
+                   stats["generated_tokens"], stats["seconds"], model, peak)
+    return {k: e[k] for k in e if k.startswith(("peak_", "process_peak_", "estimated_"))}
 
 
 def score_stage(out: Path | str, model_name: str, data: str, families: list[str] = ()) -> dict:

@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..runs import Journal, Stage, inside, read_json, write_json, write_jsonl
 from . import bigbench_metrics as bbm
 from .bigbench import MAX_LENGTH
-from .multimetric import FAMILIES, bias, calibration_for_rows, efficiency, toxicity
+from .multimetric import FAMILIES, PeakMemory, bias, calibration_for_rows, efficiency, toxicity
 from .perturbations import FAIRNESS, ROBUSTNESS, seeded
 from .scoring import Scorer, postprocess
 from .tasks import Example, Task, examples_for, seed_for, subtask_key
@@ -103,6 +103,7 @@ def run_bench(model_cfg, cfg, tasks: list[Task], out: Path | str, limit: int | N
 def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None,
              journal: Journal | None = None) -> tuple[dict, list[dict]]:
     """One task's entry for results.json and its per-example rows."""
+    peak = PeakMemory("task")  # resets the peak counters: the efficiency figures get this task's own peak
     part = _run_container(task, scorer, model, fmt, cfg, limit, journal) if task.subtasks else \
         _run_leaf(task, scorer, model, fmt, cfg, limit, journal)
     entry, rows = part["entry"], part["rows"]
@@ -112,7 +113,7 @@ def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int 
         "accuracy": dict(entry["scores"]) | {"primary_metric": entry["primary_metric"], "primary": entry["primary"]},
         "calibration": calibration_for_rows([r for r in rows if "scores" in r]),
         "efficiency": efficiency(part["seconds"], len(rows), part["tokens"], part["sum_sq"], part["generated"],
-                                 part["gen_seconds"], model),
+                                 part["gen_seconds"], model, peak, sum(len(runs) for runs in part["perturbed"].values())),
     }
     for family, summary in (("robustness", lambda r: robustness_summary(base_ok, r)),
                             ("fairness", lambda r: fairness_summary(base_pred, base_ok, r))):
@@ -191,6 +192,7 @@ def _run_leaf(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int
     """A task with examples: its scores, per-example rows, the (prediction, right?) outcomes for the
     robustness and fairness comparisons, and what the model ran (for the efficiency figures)."""
     t0 = time.time()
+    peak = PeakMemory("task")  # resets the peak counters: the efficiency figures get this task's own peak
     tokens0, sq0 = scorer.tokens, scorer.sum_sq_lengths
     convention = task.scoring(cfg.scoring)
     run = _Pass(task, convention, scorer, model, fmt, cfg, journal, prefix)
