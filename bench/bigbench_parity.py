@@ -225,7 +225,9 @@ def run_bigbench(bb, task_file: Path, model_adapter, limit: int) -> dict:
     for leaf in leaves:
         key = leaf.name.split(":", 1)[1] if ":" in leaf.name else ""
         for s in leaf.shot_examples[0]:
-            record = {"input": leaf.task_prefix + s["input"]}
+            # prompt, choices and targets: examples may share a prompt (hhh_alignment asks one question
+            # with several pairs of answers, and does not append them)
+            record = {"key": (leaf.task_prefix + s["input"], tuple(s.get("choice", ())), tuple(s["target"]))}
             if "log_prob" in s:
                 pick = s["choice"][bb.task_metrics.argmax(s["log_prob"])]
                 record.update(pick=pick, score=float(s["target_scores"][pick]))
@@ -233,14 +235,12 @@ def run_bigbench(bb, task_file: Path, model_adapter, limit: int) -> dict:
                 record["output"] = s["generative_response"]
             samples.setdefault(key, []).append(record)
     final = next(d for d in score_data if d.subtask_description == task.name)
-    return {"scores": final.score_dict, "preferred": final.preferred_score, "samples": samples,
-            "folders": {leaf.name.split(":", 1)[1]: Path(leaf.task_data.get("_path", "")) for leaf in task.subtasks}}
+    return {"scores": final.score_dict, "preferred": final.preferred_score, "samples": samples}
 
 
 # ---------------------------------------------------------------------------- the comparison
 
 def compare(name: str, tb_entry: dict, tb_rows: list[dict], bb_res: dict) -> dict:
-    subfolders = {r.get("subtask") for r in tb_rows}
     by_sub: dict = {}
     for r in tb_rows:
         by_sub.setdefault(r.get("subtask") or "", []).append(r)
@@ -250,10 +250,10 @@ def compare(name: str, tb_entry: dict, tb_rows: list[dict], bb_res: dict) -> dic
         by_sub = dict(zip(sorted(bb_samples), [by_sub[k] for k in sorted(by_sub)]))
     n = prompts = judged = outputs = 0
     for key, records in bb_samples.items():
-        rows = {r["context"]: r for r in by_sub.get(key, [])}
+        rows = {(r["context"], tuple(r.get("choices", ())), tuple(r.get("targets") or ())): r for r in by_sub.get(key, [])}
         for rec in records:
             n += 1
-            row = rows.get(rec["input"])
+            row = rows.get(rec["key"])
             if row is None:
                 prompts += 1
                 continue
@@ -262,7 +262,6 @@ def compare(name: str, tb_entry: dict, tb_rows: list[dict], bb_res: dict) -> dic
                     row["choice_scores"][row["prediction"]] != rec["score"]
             if "output" in rec and "output" in row:
                 outputs += row["output"] != rec["output"]
-    del subfolders
     pref = bb_res["preferred"]
     ours = tb_entry["scores"].get(pref)
     kind = "generative" if all("score" not in r for recs in bb_samples.values() for r in recs) else "multiple choice"

@@ -314,8 +314,8 @@ def _bigbench_scores(task: Task, run: _Pass, examples: list[Example], rows: list
             samples.append({"choice": e.choices, "target_scores": dict(zip(e.choices, e.choice_scores)),
                             "log_prob": lp, "absolute_log_prob": absolute})
             # scores: each choice's absolute (summed) log-likelihood; log_prob: renormalised, what BIG-bench picks by
-            row.update(choices=e.choices, choice_scores=e.choice_scores, gold=e.gold, scores=absolute, log_prob=lp,
-                       prediction=p, correct=e.choice_scores[p] == max(e.choice_scores))
+            row.update(choices=e.choices, choice_scores=e.choice_scores, gold=e.gold, targets=e.targets, scores=absolute,
+                       log_prob=lp, prediction=p, correct=e.choice_scores[p] == max(e.choice_scores))
         s, p, m = bbm.mc_metrics(samples, spec.mc_metrics)
         scores.update(s), per.update(p), missing.update(m)
     if "outputs" in main:
@@ -353,7 +353,7 @@ def _lm_eval_scores(task: Task, examples: list[Example], rows: list[dict], main:
             scores["multiple_choice_grade"] = sum(grades) / len(grades)
             per_example["multiple_choice_grade"] = grades
         if "macro_f1" in task.metrics:
-            scores["macro_f1"] = macro_f1([e.gold for e in examples], mc["pred"])
+            scores["macro_f1"] = bbm.macro_f1([e.gold for e in examples], mc["pred"])
     if "outputs" in main:
         wanted_gen = [m for m in task.metrics if m in GEN_METRICS]
         for row, o, r in zip(rows, main["outputs"], main["raw"]):
@@ -401,17 +401,6 @@ def multiple_choice_metrics(examples: list[Example], choice_scores) -> dict:
     return {"pred": pred, "pred_norm": pred_norm,
             "accuracy": sum(p == e.gold for p, e in zip(pred, examples)) / n,
             "accuracy_norm": sum(p == e.gold for p, e in zip(pred_norm, examples)) / n}
-
-
-def macro_f1(gold: list[int], pred: list[int]) -> float:
-    labels = sorted(set(gold) | set(pred))
-    f1s = []
-    for c in labels:
-        tp = sum(g == c and p == c for g, p in zip(gold, pred))
-        fp = sum(g != c and p == c for g, p in zip(gold, pred))
-        fn = sum(g == c and p != c for g, p in zip(gold, pred))
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return sum(f1s) / len(f1s)
 
 
 def _f1(a: str, b: str) -> float:

@@ -198,7 +198,9 @@ def efficiency(seconds: float, n: int, prompt_tokens: int, sum_sq_lengths: int, 
     """Wall time, tokens/s, peak memory and estimated forward FLOPs per example.
 
     FLOPs = 2 x non-embedding parameters x tokens + 4 x layers x hidden x length^2 (attention
-    scores and weighted values), summed over the sequences the model ran (Kaplan et al. 2020).
+    scores and weighted values over the whole square, as PaLM's appendix counts them; Kaplan et
+    al. 2020 count only the scores, and a causal mask would halve the term), summed over the
+    sequences the model ran. tunebench's own estimate: no reference computes exactly this.
     `peak`: the window opened when the task started (its own peak memory); without one, the
     process's peak so far, named `process_peak_rss_mb`. `perturbation_passes`: how many perturbed
     copies of the task (robustness, fairness) ran inside the timed window.
