@@ -24,7 +24,7 @@ from .bigbench import MAX_LENGTH
 from .multimetric import FAMILIES, PeakMemory, bias, calibration_for_rows, efficiency, toxicity
 from .perturbations import FAIRNESS, ROBUSTNESS, seeded
 from .scoring import Scorer, postprocess
-from .tasks import Example, Task, examples_for, seed_for, subtask_key
+from .tasks import Example, Task, examples_for, seed_for, subtask_key, subtask_limit
 
 GEN_METRICS = {"exact_str_match", "case_insensitive_str_match", "bleu", "rouge", "sequence_f1",
                "numeric_match_with_0_1_relative_error"}
@@ -138,10 +138,7 @@ def _run_container(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit
     scores averaged over subtasks (BIG-bench's add_aggregate_scores). Each example row carries a
     `weight` (1 / (subtasks x its subtask's examples)), so the weighted mean of the rows' `score`
     is the task's primary score."""
-    per = limit // len(task.subtasks) if limit else None
-    if limit and per < 1:
-        raise UserError(f"{task.name}: limit {limit} is below its {len(task.subtasks)} subtasks (BIG-bench splits "
-                        "the limit evenly across them)")
+    per = subtask_limit(task, limit)
     parts = []
     for sub in task.subtasks:
         key = subtask_key(sub)
@@ -192,7 +189,6 @@ def _run_leaf(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int
     """A task with examples: its scores, per-example rows, the (prediction, right?) outcomes for the
     robustness and fairness comparisons, and what the model ran (for the efficiency figures)."""
     t0 = time.time()
-    peak = PeakMemory("task")  # resets the peak counters: the efficiency figures get this task's own peak
     tokens0, sq0 = scorer.tokens, scorer.sum_sq_lengths
     convention = task.scoring(cfg.scoring)
     run = _Pass(task, convention, scorer, model, fmt, cfg, journal, prefix)

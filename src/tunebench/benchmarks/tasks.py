@@ -73,10 +73,7 @@ def examples_for(task: Task, shots: int, seed: Optional[int], limit: Optional[in
     from dataclasses import replace
 
     if task.subtasks:
-        per = limit // len(task.subtasks) if limit else None
-        if limit and per < 1:
-            raise UserError(f"{task.name}: limit {limit} is below its {len(task.subtasks)} subtasks (BIG-bench splits "
-                            "the limit evenly across them)")
+        per = subtask_limit(task, limit)
         return [replace(e, id=f"{subtask_key(s)}:{e.id}") for s in task.subtasks
                 for e in examples_for(s, shots, seed, per, select, convention, perturb)]
     conv = task.scoring(convention)
@@ -93,6 +90,16 @@ def examples_for(task: Task, shots: int, seed: Optional[int], limit: Optional[in
 
         return [examples[i] for i in np.random.RandomState(seed=seed).choice(len(examples), limit, replace=False)]
     return examples[:limit]
+
+
+def subtask_limit(task: Task, limit: Optional[int]) -> Optional[int]:
+    """A container's limit per subtask: BIG-bench splits max_examples evenly (rounding down)."""
+    if not limit:
+        return None
+    if limit < len(task.subtasks):
+        raise UserError(f"{task.name}: limit {limit} is below its {len(task.subtasks)} subtasks (BIG-bench splits "
+                        "the limit evenly across them)")
+    return limit // len(task.subtasks)
 
 
 def subtask_key(task: Task) -> str:
