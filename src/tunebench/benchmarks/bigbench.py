@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +79,6 @@ class Spec:
     output_regex: str | None = None
     low_score: float = 0.0
     high_score: float = 1.0
-    raw_fields: dict = field(default_factory=dict)
 
     @property
     def mc_metrics(self) -> list[str]:
@@ -188,7 +187,7 @@ def read_spec(path: Path, data: dict | None = None) -> tuple[Spec, str]:
     return Spec(path=path, name=data["name"], metrics=list(data["metrics"]), preferred=preferred,
                 fields={k: data.get(k, v) for k, v in DEFAULTS.items()}, examples=examples,
                 absolute_normalization=bool(data.get("absolute_normalization", False)), stop_string=stop,
-                output_regex=regex, low_score=low, high_score=high, raw_fields=data), kind
+                output_regex=regex, low_score=low, high_score=high), kind
 
 
 # ---------------------------------------------------------------------------- the bigbench convention
@@ -332,10 +331,9 @@ def _subtask_files(folder: Path) -> list[Path]:
     return sorted(p / "task.json" for p in folder.iterdir() if p.is_dir() and (p / "task.json").is_file())
 
 
-def container_from_file(path: Path, name: str, category: str = "bigbench") -> Task:
+def container_from_file(path: Path, name: str, data: dict, category: str = "bigbench") -> Task:
     """A task.json without examples: its subtasks, scored one by one and averaged (BIG-bench's
     `add_aggregate_scores`)."""
-    data = _read(path)
     files = _subtask_files(path.parent)
     if not files:
         raise UserError(f"{path}: a task without 'examples' needs subtask folders with a task.json each")
@@ -379,7 +377,7 @@ def load_bigbench_path(path: Path, prefix: str = "") -> list[Task]:
 
 def _task(path: Path, name: str, data: dict | None = None) -> Task:
     data = data if data is not None else _read(path)
-    return container_from_file(path, name) if _is_container(data) else task_from_file(path, name=name, data=data)
+    return container_from_file(path, name, data) if _is_container(data) else task_from_file(path, name=name, data=data)
 
 
 def _name(folder: Path, root: Path, prefix: str) -> str:
