@@ -11,13 +11,23 @@ PROMPTS = ["Summarize: " + r["dialogue"][: 40 + 60 * i] for i, r in enumerate(di
 @pytest.mark.parametrize("fixture,cls,seq2seq", [("tiny_llama", AutoModelForCausalLM, False),
                                                  ("tiny_t5", AutoModelForSeq2SeqLM, True)])
 def test_batched_equals_one_at_a_time_in_input_order(request, fixture, cls, seq2seq):
+    """Batched completions equal transformers' `generate` run on one prompt at a time (greedy, cut
+    at the first stop token, decoded without special tokens); the token counts are those prompts'
+    and those completions'."""
+    import reference
+
     path = request.getfixturevalue(fixture)
-    fmt = Formatter.for_model(AutoTokenizer.from_pretrained(path), seq2seq)
+    tok = AutoTokenizer.from_pretrained(path)
+    fmt = Formatter.for_model(tok, seq2seq)
     model = cls.from_pretrained(path)
     batched, stats = generate(model, fmt, PROMPTS, batch_size=5, max_new_tokens=12)
     single = [generate(model, fmt, [p], batch_size=1, max_new_tokens=12)[0][0] for p in PROMPTS]
     assert batched == single
-    assert stats["examples"] == 5 and stats["prompt_tokens"] > 0
+    prompts = [reference.prompt_ids(tok, p, seq2seq) for p in PROMPTS]
+    outs = [reference.greedy(model, tok, p, 12) for p in prompts]
+    assert batched == [tok.decode(o, skip_special_tokens=True).strip() for o in outs]
+    assert (stats["examples"], stats["prompt_tokens"], stats["generated_tokens"], stats["sum_sq_lengths"]) == (
+        5, sum(map(len, prompts)), sum(map(len, outs)), sum((len(p) + len(o)) ** 2 for p, o in zip(prompts, outs)))
 
 
 @pytest.mark.parametrize("share,grouped", [(True, False), (False, False), (True, True), (False, True)],
