@@ -32,16 +32,19 @@ def test_greedy_generation_on_cuda_equals_one_generate_per_prompt(tiny_llama):
 
     from tunebench.batching import Formatter
     from tunebench.generation import GreedyHead, generate, supports_greedy_decode
-    from test_generation import PROMPTS, one_generate_per_prompt
+    import reference
+    from test_generation import PROMPTS
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).cuda().eval()
     assert supports_greedy_decode(model) and not isinstance(GreedyHead.for_model(model), GreedyHead)
-    fmt = Formatter.for_model(AutoTokenizer.from_pretrained(tiny_llama), False)
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    fmt = Formatter.for_model(tok, False)
     batched, _ = generate(model, fmt, PROMPTS, batch_size=5, max_new_tokens=12)
     # transformers' own greedy generate on the same GPU, one call per prompt
-    reference = one_generate_per_prompt(model, fmt, PROMPTS, 12)
-    assert len(set(reference)) == len(PROMPTS) and all(reference)
-    assert batched == reference
+    texts = [tok.decode(reference.greedy(model, tok, reference.prompt_ids(tok, p, False), 12), skip_special_tokens=True).strip()
+             for p in PROMPTS]
+    assert len(set(texts)) == len(PROMPTS) and all(texts)
+    assert batched == texts
 
 
 def test_training_runs_on_cuda_and_logs_gpu_memory(tiny_llama, tmp_path):

@@ -8,16 +8,51 @@ from tunebench.data import prepare, read_records
 from tunebench.errors import UserError
 
 
+# The summarizing templates of template_library/dialogue_summary.yaml, in file order, written out
+# here so that a changed phrasing or order fails
+DIALOGSUM_PROMPTS = {
+    "summarize_conversation": "Summarize the following conversation.\n\n{dialogue}",
+    "briefly_summarize": "{dialogue}\n\nBriefly summarize that dialogue.",
+    "write_short_summary": "Here is a dialogue:\n{dialogue}\n\nWrite a short summary!",
+    "what_is_summary": "Dialogue:\n{dialogue}\n\nWhat is a summary of this dialogue?",
+    "two_sentences": "{dialogue}\n\nWhat was that dialogue about, in two sentences or less?",
+    "what_was_going_on": "Dialogue:\n{dialogue}\n\nWhat was going on?",
+    "main_points": "Dialogue:\n{dialogue}\n\nWhat were the main points in that conversation?",
+}
+
+
+def _raw(split):
+    with open(DIALOGSUM / f"dialogsum.{split}.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
 def test_dialogsum_official_splits_and_references():
+    """Every example against the raw DialogSum files: the documented seeded subset (train), seeded
+    order (validation) and file order (test), the template each names rendered by hand, the
+    summaries as completions and all three test summaries as references."""
+    import random
+    from collections import Counter
+
     ex, summary = prepare(DataConfig(path=str(DIALOGSUM), train_limit=20, validation_limit=5, test_limit=3))
     assert summary["counts"] == {"train": 20, "validation": 5, "test": 3}
-    t0 = ex["test"][0]
-    assert t0["id"] == "test_0" and len(t0["references"]) == 3  # summary1..3
-    assert t0["completion"] == t0["references"][0]
-    assert all(e["id"].startswith("train_") for e in ex["train"])
-    assert all(e["id"].startswith("dev_") for e in ex["validation"])
-    assert t0["template"] == "summarize_conversation" and t0["prompt"].startswith("Summarize the following conversation.")
-    assert len({e["template"] for e in ex["train"]}) > 1  # random template per example
+    train, dev, test = _raw("train"), _raw("dev"), _raw("test")
+    # train: random.Random(seed + 1).sample of the official split; a random.Random(seed) template each
+    picked = random.Random(1).sample(train, 20)
+    rng = random.Random(0)
+    names = [rng.choice(list(DIALOGSUM_PROMPTS)) for _ in picked]
+    assert [(e["id"], e["template"], e["prompt"], e["completion"], e["references"]) for e in ex["train"]] == [
+        (r["fname"], n, DIALOGSUM_PROMPTS[n].format(dialogue=r["dialogue"]), r["summary"], [r["summary"]])
+        for r, n in zip(picked, names)]
+    assert summary["templates"]["train"] == dict(Counter(names)) and len(set(names)) > 1
+    # validation: the official dev split shuffled with random.Random(seed), first 5, the fixed eval template
+    random.Random(0).shuffle(dev)
+    evaluation = DIALOGSUM_PROMPTS["summarize_conversation"]
+    assert [(e["id"], e["template"], e["prompt"], e["completion"]) for e in ex["validation"]] == [
+        (r["fname"], "summarize_conversation", evaluation.format(dialogue=r["dialogue"]), r["summary"]) for r in dev[:5]]
+    # test: file order; trained-on reference first, all three scored against
+    assert [(e["id"], e["prompt"], e["completion"], e["references"]) for e in ex["test"]] == [
+        (r["fname"], evaluation.format(dialogue=r["dialogue"]), r["summary1"], [r["summary1"], r["summary2"], r["summary3"]])
+        for r in test[:3]]
 
 
 def _write_jsonl(path, rows):

@@ -14,30 +14,78 @@ pytestmark = pytest.mark.e2e
 
 
 def test_recipe_end_to_end_on_the_default_model(tmp_path, capsys):
+    """The demo recipe with tiny limits, every figure recomputed with plain transformers, rouge-score
+    and sacrebleu. Training and evaluation run in fp32 (the recipe's `auto` picks bf16 autocast
+    where the CPU has it) so that the recomputation is exact to float rounding."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import reference
+    from tunebench.batching import train_batches
+
     out = tmp_path / "demo"
     argv = ["run", str(REPO / "recipes" / "dialogsum-lora.yaml"),
             "--set", f"out={out}", "--set", f"data.path={DIALOGSUM}",
-            "--set", "data.train_limit=8", "--set", "data.validation_limit=4", "--set", "data.test_limit=4",
-            "--set", "train.max_steps=2", "--set", "train.batch_size=4", "--set", "evaluate.max_new_tokens=24",
+            "--set", "data.train_limit=4", "--set", "data.validation_limit=4", "--set", "data.test_limit=4",
+            "--set", "train.max_steps=2", "--set", "train.batch_size=2", "--set", "evaluate.max_new_tokens=24",
+            "--set", "train.precision=fp32", "--set", "evaluate.precision=fp32",
             "--set", "forgetting.suite=[]", "--set", "forgetting.task=[superglue/copa, bigbench/object_counting]",
             "--set", "forgetting.limit=5", "--set", "forgetting.max_new_tokens=8"]
     assert main(argv) == 0
-    for run in ("base", "tuned"):
-        m = json.loads((out / run / "metrics.json").read_text())
-        assert {"rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "n", "model", "data"} <= set(m)
-        assert m["n"] == 4 and 0 <= m["rouge1"] <= 1 and 0 <= m["bleu"] <= 100
-        preds = [json.loads(l) for l in (out / run / "predictions.jsonl").read_text().splitlines()]
-        assert [p["id"] for p in preds] == ["test_0", "test_1", "test_2", "test_3"]
-        assert all(len(p["references"]) == 3 and p["prediction"] for p in preds)
+    base_path = models.resolve("smollm2-135m-instruct").path
+    tok = AutoTokenizer.from_pretrained(base_path)
+    read = lambda p: [json.loads(line) for line in p.read_text().splitlines()]  # noqa: E731
+
+    # the test split: the first four DialogSum test dialogues, three references each
+    test = read(out / "data" / "test.jsonl")
+    assert [(e["id"], e["prompt"], e["references"]) for e in test] == [
+        (r["fname"], "Summarize the following conversation.\n\n" + r["dialogue"], [r["summary1"], r["summary2"], r["summary3"]])
+        for r in dialogsum_rows("test", 4)]
+    prompts = [reference.prompt_ids(tok, e["prompt"], False) for e in test]
+
+    # ROUGE/BLEU of exactly the written predictions; the tuned model's predictions are greedy
+    # generate() one prompt at a time on the merged model that plain transformers loads (the base
+    # model's generation is pinned the same way in the next test)
+    tuned_model = AutoModelForCausalLM.from_pretrained(out / "train" / "merged", dtype=torch.float32)
+    tuned_outs = [reference.greedy(tuned_model, tok, p, 24) for p in prompts]
+    metrics = {}
+    for run, name in (("base", "smollm2-135m-instruct"), ("tuned", str(out / "train"))):
+        preds = read(out / run / "predictions.jsonl")
+        assert [(p["id"], p["references"]) for p in preds] == [(e["id"], e["references"]) for e in test]
+        m = metrics[run] = json.loads((out / run / "metrics.json").read_text())
+        want = reference.rouge_and_bleu([p["prediction"] for p in preds], [p["references"] for p in preds])
+        assert {k: m[k] for k in want} == pytest.approx(want, rel=1e-12, abs=1e-12)
+        assert (m["n"], m["model"], m["data"]) == (4, name, f"{(out / 'data').resolve()}:test")
+        eff = m["efficiency"]
+        assert (eff["examples"], eff["prompt_tokens"], eff["precision"]) == (4, sum(map(len, prompts)), "float32")
         manifest = json.loads((out / run / "run.json").read_text())
-        assert manifest["environment"]["torch"] and manifest["wall_time_s"] > 0
+        assert manifest["environment"]["torch"] == torch.__version__ and manifest["wall_time_s"] > 0
+    assert [p["prediction"] for p in read(out / "tuned" / "predictions.jsonl")] == [
+        tok.decode(o, skip_special_tokens=True).strip() for o in tuned_outs]
+    eff = metrics["tuned"]["efficiency"]
+    assert (eff["generated_tokens"], eff["sum_sq_lengths"]) == (
+        sum(map(len, tuned_outs)), sum((len(p) + len(o)) ** 2 for p, o in zip(prompts, tuned_outs)))
     assert (out / "train" / "adapter" / "adapter_model.safetensors").is_file()
-    assert (out / "train" / "merged" / "config.json").is_file()
     c = json.loads((out / "compare.json").read_text())
-    assert [r["metric"] for r in c["metrics"]] == ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"]
+    assert [(r["metric"], r["base"], r["tuned"]) for r in c["metrics"]] == [
+        (k, metrics["base"][k], metrics["tuned"][k]) for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")]
+    assert all(r["change"] == pytest.approx(r["tuned"] - r["base"], abs=1e-12) for r in c["metrics"])
     assert "| rouge1 |" in (out / "compare.md").read_text()
-    log = [json.loads(l) for l in (out / "train" / "log.jsonl").read_text().splitlines()]
-    assert len(log) == 2 and all(r["loss"] > 0 for r in log) and log[-1]["val_loss"] is not None
+
+    # training: the logged validation loss is the saved model's over the validation examples that
+    # fit max_length (the step losses are pinned on the tiny models in test_training.py)
+    log = read(out / "train" / "log.jsonl")
+    train_pairs = reference.encode(tok, read(out / "data" / "train.jsonl"), False, max_length=512)
+    val_pairs = reference.encode(tok, read(out / "data" / "validation.jsonl"), False, max_length=512)
+    batches = train_batches([len(p) + len(c) for p, c in train_pairs], 2, seed=0, epoch=0, group_by_length=True)
+    assert [r["step"] for r in log] == [1, 2] and "val_loss" not in log[0]
+    assert log[-1]["val_loss"] == pytest.approx(reference.mean_loss(tuned_model, val_pairs, tok.pad_token_id, False),
+                                                rel=1e-5)
+    assert [r["tokens"] for r in log] == [sum(len(p) + len(c) for p, c in (train_pairs[i] for i in b)) for b in batches]
+    assert [r["lr"] for r in log] == pytest.approx([reference.cosine_lr(3e-4, k, 2) for k in (1, 2)], abs=1e-15)
+    summary = json.loads((out / "train" / "run.json").read_text())["summary"]
+    assert (summary["train_examples"], summary["skipped_overlong"]) == (len(train_pairs), 4 - len(train_pairs))
+    assert (summary["validation_examples"], summary["validation_skipped_overlong"]) == (len(val_pairs), 4 - len(val_pairs))
+    assert summary["precision"] == "float32"
     f = json.loads((out / "forgetting.json").read_text())
     assert [r["task"] for r in f["tasks"]] == ["superglue/copa", "bigbench/object_counting"]
     assert f["summary"].startswith("LoRA: ") and all(len(r["ci95"]) == 2 for r in f["tasks"])
@@ -48,13 +96,19 @@ def test_recipe_end_to_end_on_the_default_model(tmp_path, capsys):
     assert printed.count("already complete") == 4 and printed.count("done earlier, kept") == 4
 
 
-def test_batched_generation_equals_one_at_a_time_on_the_default_model():
+def test_batched_generation_equals_one_generate_per_prompt_on_the_default_model():
+    """tunebench's batched greedy decoding (grouped prefill, in-place cache, the bf16-screened fp32
+    argmax) against transformers' generate() run on one prompt at a time."""
+    import reference
+
     model, tok, _ = models.load("smollm2-135m-instruct", torch.float32)
     fmt = Formatter.for_model(tok, False)
     prompts = ["Summarize the following conversation.\n\n" + r["dialogue"] for r in dialogsum_rows("dev", 4)]
-    batched, _ = generate(model, fmt, prompts, batch_size=4, max_new_tokens=20)
-    single = [generate(model, fmt, [p], batch_size=1, max_new_tokens=20)[0][0] for p in prompts]
-    assert batched == single
+    batched, stats = generate(model, fmt, prompts, batch_size=4, max_new_tokens=20)
+    ids = [reference.prompt_ids(tok, p, False) for p in prompts]
+    outs = [reference.greedy(model, tok, p, 20) for p in ids]
+    assert batched == [tok.decode(o, skip_special_tokens=True).strip() for o in outs]
+    assert (stats["prompt_tokens"], stats["generated_tokens"]) == (sum(map(len, ids)), sum(map(len, outs)))
 
 
 def test_default_model_chat_prompt_has_one_bos_and_eos_is_im_end():
@@ -99,10 +153,19 @@ def test_evaluate_with_metric_families_on_the_default_model(prepared, tmp_path):
     out = tmp_path / "eval"
     assert main(["evaluate", "--data", str(prepared), "--out", str(out), "--limit", "3", "--max-new-tokens", "16",
                  "--metrics", "all"]) == 0
+    import reference
+
     m = json.loads((out / "metrics.json").read_text())
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    test = [json.loads(line) for line in (prepared / "test.jsonl").read_text().splitlines()][:3]
+    assert [(p["id"], p["prompt"], p["references"]) for p in preds] == [(e["id"], e["prompt"], e["references"]) for e in test]
+    want = reference.rouge_and_bleu([p["prediction"] for p in preds], [p["references"] for p in preds])
+    assert {k: m[k] for k in want} == pytest.approx(want, rel=1e-12, abs=1e-12) and m["n"] == 3
+    tok = models.load_tokenizer(models.resolve("smollm2-135m-instruct").path)
+    assert m["efficiency"]["prompt_tokens"] == sum(len(reference.prompt_ids(tok, e["prompt"], False)) for e in test)
     fam = m["metrics"]
     assert set(fam) == {"accuracy", "calibration", "robustness", "fairness", "bias", "toxicity", "efficiency"}
-    assert fam["accuracy"]["rouge1"] == m["rouge1"] and "not_applicable" in fam["calibration"]
+    assert fam["accuracy"] == {k: m[k] for k in want} and "not_applicable" in fam["calibration"]
     assert 0 <= fam["toxicity"]["toxic_fraction"] <= 1 and "alt-profanity-check" in fam["toxicity"]["classifier"]
     assert fam["efficiency"]["estimated_flops_per_example"] > 1e9 and fam["efficiency"]["peak_rss_mb"] > 100
     assert "gender_demographic_representation" in fam["bias"]

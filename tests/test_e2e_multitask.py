@@ -29,7 +29,13 @@ def test_multitask_recipe_end_to_end(tmp_path, capsys):
     assert json.loads((out / "tuned" / "metrics.json").read_text())["n"] == 4
     assert [r["task"] for r in json.loads((out / "forgetting.json").read_text())["tasks"]] == ["glue/sst2", "superglue/boolq"]
     log = [json.loads(line) for line in (out / "train" / "log.jsonl").read_text().splitlines()]
-    assert len(log) == 2 and log[-1]["val_loss"] is not None
+    summary = json.loads((out / "train" / "run.json").read_text())["summary"]
+    validation = (out / "data" / "validation.jsonl").read_text().splitlines()
+    # every example of the mixture is trained on or counted as over-long; one validation example per
+    # task, scored at the end of training (the value itself is pinned by the demo recipe's e2e test)
+    assert summary["train_examples"] + summary["skipped_overlong"] == len(train)
+    assert summary["validation_examples"] + summary["validation_skipped_overlong"] == len(validation) == len(m["tasks"])
+    assert [r["step"] for r in log] == [1, 2] and summary["final_val_loss"] == log[-1]["val_loss"] == summary["best_val_loss"]
     # compared with itself as a second run: one base column and two tuned ones from the same files
     assert main(["compare", str(out), str(out), "--out", str(tmp_path)]) == 0
     cmp = json.loads((tmp_path / "comparison.json").read_text())

@@ -8,36 +8,29 @@ from conftest import dialogsum_rows
 PROMPTS = ["Summarize: " + r["dialogue"][: 40 + 60 * i] for i, r in enumerate(dialogsum_rows("dev", 5))]
 
 
-def one_generate_per_prompt(model, fmt: Formatter, prompts: list[str], max_new_tokens: int) -> list[str]:
-    """The reference: transformers' own greedy `model.generate`, one call per prompt (no padding),
-    its new tokens decoded without special tokens (EOS, a decoder start token) and stripped."""
-    import torch
-
-    tok, device = fmt.tokenizer, next(model.parameters()).device
-    outs = []
-    for p in prompts:
-        ids = torch.tensor([fmt.prompt_ids(p)], device=device)
-        with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                 do_sample=False, num_beams=1, pad_token_id=tok.pad_token_id)[0]
-        new = out if fmt.seq2seq else out[ids.shape[1]:]
-        outs.append(tok.decode(new.tolist(), skip_special_tokens=True).strip())
-    return outs
-
-
 @pytest.mark.parametrize("fixture,cls,seq2seq", [("tiny_llama", AutoModelForCausalLM, False),
                                                  ("tiny_t5", AutoModelForSeq2SeqLM, True)])
 def test_batched_equals_one_generate_per_prompt_in_input_order(request, fixture, cls, seq2seq):
+    """Batched completions equal transformers' `generate` run on one prompt at a time (greedy, cut
+    at the first stop token, decoded without special tokens); the token counts are those prompts'
+    and those completions'."""
+    import reference
+
     path = request.getfixturevalue(fixture)
-    fmt = Formatter.for_model(AutoTokenizer.from_pretrained(path), seq2seq)
+    tok = AutoTokenizer.from_pretrained(path)
+    fmt = Formatter.for_model(tok, seq2seq)
     model = cls.from_pretrained(path)
     batched, stats = generate(model, fmt, PROMPTS, batch_size=5, max_new_tokens=12)
-    reference = one_generate_per_prompt(model, fmt, PROMPTS, 12)
+    single = [generate(model, fmt, [p], batch_size=1, max_new_tokens=12)[0][0] for p in PROMPTS]
+    assert batched == single
+    prompts = [reference.prompt_ids(tok, p, seq2seq) for p in PROMPTS]
+    outs = [reference.greedy(model, tok, p, 12) for p in prompts]
+    texts = [tok.decode(o, skip_special_tokens=True).strip() for o in outs]
     if not seq2seq:  # five different, non-empty completions (the random tiny T5 only ever emits its pad token)
-        assert len(set(reference)) == len(PROMPTS) and all(reference)
-    assert batched == reference
-    assert [generate(model, fmt, [p], batch_size=1, max_new_tokens=12)[0][0] for p in PROMPTS] == reference
-    assert stats["examples"] == 5 and stats["prompt_tokens"] == sum(len(fmt.prompt_ids(p)) for p in PROMPTS)
+        assert len(set(texts)) == len(PROMPTS) and all(texts)
+    assert batched == texts
+    assert (stats["examples"], stats["prompt_tokens"], stats["generated_tokens"], stats["sum_sq_lengths"]) == (
+        5, sum(map(len, prompts)), sum(map(len, outs)), sum((len(p) + len(o)) ** 2 for p, o in zip(prompts, outs)))
 
 
 @pytest.mark.parametrize("share,grouped", [(True, False), (False, False), (True, True), (False, True)],

@@ -32,6 +32,18 @@ def test_report_has_every_section(small_run):
                  "All metric families (benchmarks", "toxic_fraction", "gender_demographic_representation"):
         assert text in html, text
     assert html.count("data:image/png;base64,") == 4  # loss, metrics, forgetting, reliability
+    # the before/after table shows ROUGE/BLEU as rouge-score and sacrebleu give them for the run's predictions
+    import reference
+    from tunebench.runs import read_jsonl
+
+    scores = {}
+    for run in ("base", "tuned"):
+        preds = read_jsonl(small_run / run / "predictions.jsonl")
+        scores[run] = reference.rouge_and_bleu([p["prediction"] for p in preds], [p["references"] for p in preds])
+    for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"):
+        b, t = scores["base"][k], scores["tuned"][k]
+        row = f"<tr><td>{k}</td><td>{b:.4f}</td><td>{t:.4f}</td>"
+        assert row in html and f"{t - b:+.4f}</td>" in html.split(row, 1)[1].split("</tr>", 1)[0], k
     assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched to view it
     assert (small_run / "train" / "tensorboard").is_dir() and any((small_run / "train" / "tensorboard").iterdir())
 

@@ -373,10 +373,13 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
             step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=device), "sum"))
         step_loss /= n_global
         if not math.isfinite(step_loss):
-            last = _checkpoints(out)
-            raise UserError(f"training diverged: loss is {step_loss} at step {step + 1}; "
-                            + (f"last good checkpoint: {last[-1]}" if last else "no checkpoint yet") + " (lower train.lr?)")
+            _diverged(out, "loss", step_loss, step + 1)
         grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+        # A finite loss can still give non-finite gradients (weights so large that a norm layer's
+        # square overflows): stepping on them would turn the weights into NaN, and the checkpoint
+        # written after this step with them. Stop before the step: the last checkpoint stays good.
+        if not math.isfinite(float(grad_norm)):
+            _diverged(out, "gradient norm", float(grad_norm), step + 1)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -427,6 +430,12 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         save_final(out, unwrap_model(loss_fn), resolved, tok, cfg, model_cfg)
     accelerator.wait_for_everyone()
     return summary
+
+
+def _diverged(out: Path, what: str, value: float, step: int):
+    last = _checkpoints(out)
+    raise UserError(f"training diverged: {what} is {value} at step {step}; "
+                    + (f"last good checkpoint: {last[-1]}" if last else "no checkpoint yet") + " (lower train.lr?)")
 
 
 def unwrap_model(loss_fn) -> nn.Module:
