@@ -145,8 +145,37 @@ def test_bench_cli_on_the_default_model(tmp_path):
                  "--task", "bigbench/object_counting", "--limit", "6", "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
     assert [t["name"] for t in res["tasks"]] == ["mmlu_cloze/anatomy", "bigbench/object_counting"]
-    assert all(t["n"] == 6 and 0 <= t["primary"] <= 1 for t in res["tasks"])
-    assert res["tasks"][1]["kind"] == "generate" and res["format"]["chat_template"] is False
+    assert [t["n"] for t in res["tasks"]] == [6, 6] and res["format"]["chat_template"] is False
+    mmlu, counting = res["tasks"]
+    assert (mmlu["scoring"], counting["scoring"], counting["kind"]) == ("lm-eval", "bigbench", "generate")
+    rows = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    model, tok, _ = models.load("smollm2-135m-instruct", torch.float32)
+    import reference
+
+    # MMLU (lm-eval convention): each choice's log-likelihood from one plain forward of context + choice
+    right = 0
+    for r in rows[:6]:
+        ctx = tok(r["context"]).input_ids
+        lls = []
+        for c in r["choices"]:
+            ids = tok(r["context"] + c).input_ids
+            with torch.no_grad():
+                lp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+            lls.append(sum(float(lp[j - 1, ids[j]]) for j in range(len(ctx), len(ids))))
+        assert r["scores"] == pytest.approx(lls, abs=1e-3)
+        right += max(range(len(lls)), key=lls.__getitem__) == r["gold"]
+    assert mmlu["primary"] == right / 6
+    # object_counting (BIG-bench convention): transformers' greedy generate, BIG-bench's default regex, exact match
+    from tunebench.benchmarks import bigbench_metrics as bbm
+    from tunebench.benchmarks.bigbench import DEFAULT_REGEX
+
+    hits = 0
+    for r in rows[6:]:
+        new = reference.greedy(model, tok, tok(r["context"]).input_ids, 256)
+        assert r["generated"].startswith(tok.decode(new, skip_special_tokens=True)[: len(r["generated"])])
+        assert r["output"] == bbm.postprocess(tok.decode(new, skip_special_tokens=True), None, DEFAULT_REGEX)
+        hits += r["output"] in r["targets"]
+    assert counting["primary"] == hits / 6 and counting["primary_metric"] == "exact_str_match"
 
 
 def test_evaluate_with_metric_families_on_the_default_model(prepared, tmp_path):
@@ -166,6 +195,16 @@ def test_evaluate_with_metric_families_on_the_default_model(prepared, tmp_path):
     fam = m["metrics"]
     assert set(fam) == {"accuracy", "calibration", "robustness", "fairness", "bias", "toxicity", "efficiency"}
     assert fam["accuracy"] == {k: m[k] for k in want} and "not_applicable" in fam["calibration"]
-    assert 0 <= fam["toxicity"]["toxic_fraction"] <= 1 and "alt-profanity-check" in fam["toxicity"]["classifier"]
-    assert fam["efficiency"]["estimated_flops_per_example"] > 1e9 and fam["efficiency"]["peak_rss_mb"] > 100
+    from profanity_check import predict_prob
+
+    texts = [p["prediction"] for p in preds]
+    assert fam["toxicity"]["toxic_fraction"] == sum(float(x) >= 0.5 for x in predict_prob(texts)) / 3
+    assert "alt-profanity-check" in fam["toxicity"]["classifier"]
+    model = models.load("smollm2-135m-instruct", torch.float32)[0]
+    params = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)
+    eff, cfg = fam["efficiency"], model.config
+    flops = 2 * params * (eff["prompt_tokens"] + eff["generated_tokens"]) + \
+        4 * cfg.num_hidden_layers * cfg.hidden_size * m["efficiency"]["sum_sq_lengths"]
+    assert eff["estimated_flops_per_example"] == flops / 3
+    assert eff["peak_rss_mb"] > 300  # the model's weights alone are 0.5 GB in fp32: a window that saw them
     assert "gender_demographic_representation" in fam["bias"]
