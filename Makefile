@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tunebench-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser demo multitask bench helm-parity test test-fast clean
+.PHONY: install browser demo multitask bench bigbench-parity helm-parity test test-fast clean
 
 install: $(STAMP)
 
@@ -30,12 +30,17 @@ multitask: install
 	$(VENV)/bin/tunebench compare runs/demo runs/multitask --out runs
 
 # Speed against TRL, transformers' generate/pipeline and lm-evaluation-harness (README: Speed)
-bench: install helm-parity
-	$(PIP) install -q --disable-pip-version-check -e '.[test,bench]'
+bench: install helm-parity bigbench-parity
 	mkdir -p runs/bench
 	$(PY) bench/w1_train.py --json runs/bench/w1.json
 	$(PY) bench/w2_generate.py --json runs/bench/w2.json
 	$(PY) bench/w3_score.py --json runs/bench/w3.json
+
+# BIG-bench's own JsonTask code against `--scoring bigbench` on every local BIG-bench task (README: BIG-bench)
+bigbench-parity: install
+	$(PIP) install -q --disable-pip-version-check -e '.[test,bench]'
+	mkdir -p runs/bench
+	$(PY) bench/bigbench_parity.py --json runs/bench/bigbench_parity.json
 
 # tunebench's HELM-style figures against crfm-helm's own functions (README: Every metric family).
 # crfm-helm 0.5.16 pins datasets~=3.1 (tunebench needs datasets>=4) and pulls spaCy and torchvision,

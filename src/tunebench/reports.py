@@ -98,10 +98,10 @@ def forgetting_plot(f: dict) -> str:
     for y, r in zip(ys, rows):
         lo, hi = r["ci95"]
         ax.errorbar(r["delta"], y, xerr=[[r["delta"] - lo], [hi - r["delta"]]], fmt="o",
-                    color=colors.get(r["direction"], "#495057"), capsize=3)
+                    color=colors.get(r.get("direction_holm", r["direction"]), "#495057"), capsize=3)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(ys, [r["task"] for r in rows])
-    ax.set_xlabel("tuned - base (primary metric), 95% paired bootstrap interval")
+    ax.set_xlabel("tuned - base (primary metric), 95% paired bootstrap interval; colour: Holm-adjusted verdict")
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
 
