@@ -29,6 +29,7 @@ lm-evaluation-harness parity bench W3 uses): choices appended in a `random.Rando
 """
 from __future__ import annotations
 
+import copy
 import json
 import random
 from dataclasses import dataclass, replace
@@ -193,9 +194,11 @@ def read_spec(path: Path, data: dict | None = None) -> tuple[Spec, str]:
 # ---------------------------------------------------------------------------- the bigbench convention
 
 def format_example(ex: dict, fields: dict, seed: int, perturbed_input: str | None = None) -> dict:
-    """BIG-bench's `default_format_fn`: the prompt, the choices in file order, the targets."""
+    """BIG-bench's `default_format_fn`: the prompt, the choices in file order, the targets. The
+    example's other keys stay, as there: `make_nshot_dataset` tells examples apart by them."""
     text = ex["input"] if perturbed_input is None else perturbed_input
-    out = {"input": text, "target_scores": ex.get("target_scores")}
+    out = copy.deepcopy(ex)
+    out["input"] = text
     if "target_scores" in ex:
         rng = np.random.RandomState(seed=seed)
         if fields["append_choices_to_input"]:  # Python truthiness, as BIG-bench tests it
@@ -206,8 +209,8 @@ def format_example(ex: dict, fields: dict, seed: int, perturbed_input: str | Non
             out["target"] = [k for k, v in ex["target_scores"].items() if v == best][0]
         out["choice"] = list(ex["target_scores"])
     out["input"] = fields["example_input_prefix"] + out["input"] + fields["example_output_prefix"]
-    target = ex.get("target", out.get("target"))
-    out["target"] = target if isinstance(target, list) else [target]
+    if not isinstance(out["target"], list):
+        out["target"] = [out["target"]]
     return out
 
 
