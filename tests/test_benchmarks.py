@@ -460,3 +460,13 @@ def test_a_missing_benchmark_file_is_a_clear_error(tmp_path, monkeypatch):
             task.load(0, 0)
     finally:
         tasks_mod._registry.cache_clear()
+
+
+def test_the_lm_eval_convention_reads_the_files_own_fields(tmp_path):
+    """BIG-bench's defaults (its output regex, a preferred score) belong to the bigbench convention
+    only: under lm-eval a task without them post-processes and picks its primary metric as before."""
+    plain = {k: v for k, v in GEN.items() if k != "output_regex"}
+    task = bigbench.task_from_file(_write(tmp_path / "g" / "task.json", plain))
+    assert (task.output_regex, task.stop_string, task.preferred) == (None, None, None)
+    assert task.bigbench.output_regex == bigbench.DEFAULT_REGEX and task.bigbench.preferred == "exact_str_match"
+    assert postprocess(" 7. yes\nno", task.stop_string, task.output_regex) == "7. yes"

@@ -315,6 +315,7 @@ def lm_eval_examples(spec: Spec, kind: str, shots: int, seed: int, perturb=None)
 # ---------------------------------------------------------------------------- tasks and containers
 
 def task_from_file(path: Path, name: str | None = None, category: str = "bigbench", data: dict | None = None) -> Task:
+    data = data if data is not None else _read(path)
     spec, kind = read_spec(path, data)
 
     def load(shots: int, seed: int, perturb=None) -> list[Example]:
@@ -322,7 +323,10 @@ def task_from_file(path: Path, name: str | None = None, category: str = "bigbenc
 
     return Task(name=name or f"bigbench/{spec.name}", family="bigbench", kind=kind, metrics=list(spec.metrics),
                 source=str(path), load=load, category=category, size=len(spec.examples),
-                stop_string=spec.stop_string, output_regex=spec.output_regex, preferred=spec.preferred, bigbench=spec)
+                # the file's own fields, as the lm-eval convention reads them (the bigbench one reads `spec`,
+                # which fills in BIG-bench's defaults: its output regex, a preferred score)
+                stop_string=data.get("stop_string"), output_regex=data.get("output_regex"),
+                preferred=data.get("preferred_score"), bigbench=spec)
 
 
 def _is_container(data: dict) -> bool:

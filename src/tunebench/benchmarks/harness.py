@@ -201,7 +201,7 @@ def _run_leaf(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int
         scores, per_example, not_computed = _bigbench_scores(task, run, examples, rows, main)
     else:
         scores, per_example, not_computed = _lm_eval_scores(task, examples, rows, main)
-    preferred = task.preferred if convention == "bigbench" else None
+    preferred = task.bigbench.preferred if convention == "bigbench" else task.preferred
     primary = (preferred if preferred in per_example else
                "accuracy" if "accuracy" in per_example else
                "multiple_choice_grade" if "multiple_choice_grade" in per_example else next(iter(per_example)))
