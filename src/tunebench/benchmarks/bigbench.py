@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .tasks import Example, Task
+from .tasks import Example, Task, subtask_key
 
 DEFAULTS = {
     "task_prefix": "",
@@ -360,7 +360,7 @@ def container_from_file(path: Path, name: str, data: dict, category: str = "bigb
 def _container_load(subs: list[Task]):
     """The lm-eval convention's examples of every subtask, ids prefixed with the subtask's folder."""
     def load(shots: int, seed: int, perturb=None) -> list[Example]:
-        return [replace(e, id=f"{Path(s.source).parent.name}:{e.id}") for s in subs for e in s.load(shots, seed, perturb)]
+        return [replace(e, id=f"{subtask_key(s)}:{e.id}") for s in subs for e in s.load(shots, seed, perturb)]
     return load
 
 
