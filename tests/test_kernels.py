@@ -316,3 +316,58 @@ def test_fused_lora_dropout_keeps_no_more_for_backward_than_no_dropout(tiny_llam
             CompletionLoss(m, False)(**batch).backward()
         kept[p] = sum(sizes)
     assert kept[0.1] == kept[0.0]
+
+
+# ---------------------------------------------------------------------------- what backward keeps
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rmsnorm_keeps_its_input_not_an_fp32_copy_and_gives_autograds_gradients(tiny_llama, dtype):
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=dtype)
+    ref, fast = _lora(copy.deepcopy(base)), _lora(copy.deepcopy(base))
+    for m in (ref, fast):
+        kernels.fuse_lora(m)
+    assert kernels.fuse_rmsnorm(fast) == 2 * 2 + 1  # two per layer and the final norm
+    batch = _batch(base.config.vocab_size)
+    out = {}
+    for name, m in (("ref", ref), ("fast", fast)):
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, s=sizes: s.append(t.numel() * t.element_size()) or t,
+                                                      lambda t: t):
+            loss = CompletionLoss(m, False)(**batch)
+        loss.backward()
+        out[name] = (float(loss), sum(sizes), {n: p.grad for n, p in m.named_parameters() if p.requires_grad})
+    (l_ref, kept_ref, g_ref), (l_fast, kept_fast, g_fast) = out["ref"], out["fast"]
+    assert l_fast == l_ref  # the forward is transformers' own, op for op
+    tol = dict(atol=1e-5, rtol=1e-3) if dtype == torch.float32 else dict(atol=2e-3, rtol=2e-2)
+    for n in g_ref:
+        torch.testing.assert_close(g_fast[n], g_ref[n], **tol, msg=lambda m: f"{n}: {m}")
+    if dtype == torch.bfloat16:  # fp32 copies of bf16 inputs are gone
+        assert kept_fast < kept_ref
+    with torch.no_grad():
+        assert torch.equal(fast(input_ids=batch["input_ids"]).logits, ref(input_ids=batch["input_ids"]).logits)
+
+
+def test_attention_recomputes_probabilities_above_the_size_it_keeps(tiny_llama, monkeypatch):
+    """Keeping the probabilities or recomputing them in backward gives the same gradients, bit for bit."""
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.bfloat16)
+    batch = _batch(base.config.vocab_size)
+    out = {}
+    for keep in (1 << 40, 0):
+        monkeypatch.setattr(kernels, "KEEP_PROBS_BYTES", keep)
+        m = _lora(copy.deepcopy(base))
+        kernels.fuse_lora(m)
+        kernels.use_causal_attention(m)
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, s=sizes: s.append(t.numel() * t.element_size()) or t,
+                                                      lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = CompletionLoss(m, False)(**batch)
+        loss.backward()
+        out[keep] = (float(loss), sum(sizes), {n: p.grad for n, p in m.named_parameters() if p.requires_grad})
+    (l_keep, kept_keep, g_keep), (l_re, kept_re, g_re) = out[1 << 40], out[0]
+    assert l_keep == l_re and kept_re < kept_keep
+    for n in g_keep:
+        assert torch.equal(g_keep[n], g_re[n]), n

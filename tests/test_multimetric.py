@@ -229,10 +229,22 @@ def test_peak_memory_is_the_windows_own():
     assert "process_peak_rss_mb" not in fig
 
 
-def test_peak_memory_falls_back_to_the_process_peak_and_says_so(monkeypatch):
-    from tunebench.benchmarks import multimetric
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"), reason="Linux only")
+def test_peak_memory_windows_nest_a_stage_keeps_the_peak_of_its_tasks():
+    stage = PeakMemory("stage")
+    big = bytearray(300 * 2**20)
+    big[::4096] = b"\x01" * len(big[::4096])
+    del big
+    task = PeakMemory("task")  # resets the kernel's counter: the stage must not lose its 300 MB
+    t, s = task.figures()["peak_rss_mb"], stage.figures()["peak_rss_mb"]
+    task.close(), stage.close()
+    assert s >= t + 250
 
-    monkeypatch.setattr(multimetric, "_vm_hwm_kb", lambda: None)  # a system without /proc
+
+def test_peak_memory_falls_back_to_the_process_peak_and_says_so(monkeypatch):
+    from tunebench import memory
+
+    monkeypatch.setattr(memory, "_vm_hwm_kb", lambda: None)  # a system without /proc
     fig = PeakMemory("task").figures()
     assert "peak_rss_mb" not in fig and "process_peak_rss_mb" in fig
     assert fig["peak_memory_scope"].startswith("the process's peak RSS so far (getrusage), not this task's own")

@@ -115,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if argv is None:  # a command line, not a call from Python: start over under jemalloc (memory.py)
+        from .memory import start_under_jemalloc
+
+        start_under_jemalloc()
     if argv is None and hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `tunebench bench --list | head` ends quietly
     args = _parser().parse_args(argv)

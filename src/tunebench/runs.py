@@ -83,6 +83,7 @@ def environment() -> dict:
     import transformers
 
     from . import __version__
+    from .memory import allocator
 
     env = {
         "tunebench": __version__,
@@ -93,6 +94,7 @@ def environment() -> dict:
         "cpu": _cpu_name(),
         "cpu_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "allocator": allocator(),
     }
     try:
         import peft
@@ -141,9 +143,13 @@ class Stage:
         if not os.access(self.out, os.W_OK):
             raise UserError(f"{self.out}: output directory is not writable")
         self.t0 = time.time()
+        from .memory import PeakMemory
+
+        self.peak = PeakMemory(f"{self.stage} stage")  # this stage's own peak, not the process's so far
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        self.peak.close()
         if exc_type is None and is_main_process():
             write_json(
                 self.out / MANIFEST,
@@ -156,6 +162,7 @@ class Stage:
                     "wall_time_s": round(time.time() - self.t0, 2),
                     "command": sys.argv,
                     "environment": environment(),
+                    "memory": self.peak.figures(),
                     **self.extra,
                 },
             )

@@ -6,7 +6,6 @@ that hold everything resume needs. accelerate supplies device placement and data
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 import warnings
@@ -22,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import kernels, models
+from .memory import release_free_memory
 from .batching import IGNORE, Formatter, collate, encode_all, sorted_batches, target_tokens, train_batches
 from .config import ModelConfig, TrainConfig
 from .data import load_prepared
@@ -105,27 +105,6 @@ def evaluate_loss(loss_fn: CompletionLoss, encoded: list[dict], pad_id: int, bat
             count += target_tokens(batch, loss_fn.seq2seq)
     loss_fn.train(was_training)
     return total, count
-
-
-def release_free_memory() -> None:
-    """Hand the C heap's free pages back to the OS (glibc's malloc_trim; a no-op elsewhere).
-
-    A step's activations come in many sizes; glibc keeps the freed chunks in its heaps, and the
-    next step's differently sized batch cannot always reuse them, so the process's resident
-    memory creeps up to well above what any step holds live.
-    """
-    _malloc_trim()(0)
-
-
-@functools.cache
-def _malloc_trim():
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return lambda pad: 0
 
 
 def _autocast(device: torch.device, dtype: torch.dtype):
@@ -281,6 +260,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
     attn_before = kernels.use_causal_attention(model) if device.type == "cpu" and not seq2seq else None
     if device.type == "cpu" and not seq2seq:
         kernels.fuse_swiglu(model)
+        kernels.fuse_rmsnorm(model)
     loss_fn = CompletionLoss(model, seq2seq)
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable, n_total = sum(p.numel() for p in params), sum(p.numel() for p in model.parameters())
@@ -319,6 +299,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         nonlocal best_val
         if not val_enc:
             return None
+        release_free_memory()  # the training step's free pages, before a pass at twice its batch size
         # the plain module, not DDP's wrapper: no gradient sync to take part in, each rank its share
         total, count = evaluate_loss(getattr(loss_fn, "module", loss_fn), val_enc, tok.pad_token_id, cfg.batch_size * 2,
                                      device, dtype, accelerator.process_index, world)
@@ -426,6 +407,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
     }
     if attn_before:
         unwrap(unwrap_model(loss_fn)).set_attn_implementation(attn_before)
+    optimizer.state.clear()
+    release_free_memory()  # the merge below loads a second, fp32 copy of the base model
     if main:
         save_final(out, unwrap_model(loss_fn), resolved, tok, cfg, model_cfg)
     accelerator.wait_for_everyone()

@@ -9,13 +9,13 @@ imported here: the word lists are copied into `helm_word_lists.py`.
 from __future__ import annotations
 
 import math
-import re
 import resource
 from functools import lru_cache
 
 import numpy as np
 import torch
 
+from ..memory import PeakMemory  # noqa: F401  (re-exported: the harness and older callers import it from here)
 from .helm_word_lists import ADJECTIVE_LIST, GENDER_TO_WORD_LISTS, PROFESSION_LIST, RACE_TO_NAME_LISTS
 
 HELM = "crfm-helm 0.5.16"
@@ -140,57 +140,6 @@ def model_flops_per_token(model) -> tuple[int, int, int]:
     layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers", 0)
     hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model", 0)
     return total - emb, layers, hidden
-
-
-def _vm_hwm_kb() -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            m = re.search(r"^VmHWM:\s+(\d+) kB", f.read(), re.MULTILINE)
-    except OSError:
-        return None
-    return int(m.group(1)) if m else None
-
-
-class PeakMemory:
-    """A window of work (one benchmark task, one generation stage) whose own peak memory is wanted.
-
-    Opening it resets the peak counters: on Linux the kernel's peak RSS (VmHWM, through
-    /proc/self/clear_refs, Linux >= 4.0), on CUDA PyTorch's allocator peak. Elsewhere the figure
-    falls back to the process's peak so far and is named so (`process_peak_rss_mb`). The reset is
-    process-wide: after it, what the kernel reports as this process's maximum RSS (getrusage,
-    wait4, `time -v`) is the peak since the last window opened.
-    """
-
-    def __init__(self, scope: str = "task"):
-        self.scope = scope
-        self.rss_reset = False
-        if _vm_hwm_kb() is not None:
-            try:
-                with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-                    f.write("5")
-                self.rss_reset = True
-            except OSError:
-                pass
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.reset_peak_memory_stats()
-
-    def figures(self) -> dict:
-        out: dict = {}
-        hwm = _vm_hwm_kb() if self.rss_reset else None
-        if hwm is not None:
-            out["peak_rss_mb"] = round(hwm / 1024, 1)
-            note = f"this {self.scope}'s own peak RSS (Linux VmHWM, reset through /proc/self/clear_refs when it started)"
-        else:
-            out["process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-            note = ("the process's peak RSS so far (getrusage), not this " + self.scope + "'s own: this system cannot "
-                    "reset the kernel's peak RSS counter")
-        # CUDA initialised before the window was reset when it opened; initialised inside it, it has
-        # held nothing from before: either way the allocator's peak is the window's own
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            out["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-            note += f"; peak_gpu_memory_mb: this {self.scope}'s own (PyTorch's allocator, reset when it started)"
-        out["peak_memory_scope"] = note
-        return out
 
 
 def efficiency(seconds: float, n: int, prompt_tokens: int, sum_sq_lengths: int, generated_tokens: int,
