@@ -40,7 +40,15 @@ processor's nominal bf16 peak where documented facts give it (threads x the cloc
 states x Intel AMX's 1024 bf16 FLOPs per cycle and core; on a GPU the datasheet's dense figure),
 else null with the reason (`nominal_peak` in the JSON says which).
 
-    python bench/w1_train.py [--quick] [--json out.json] [--peers trl_defaults trl_tuned] [--device cpu|cuda]
+W1-demo (`--workload demo`) trains as the demo recipe does (recipes/dialogsum-lora.yaml, read from
+it): batch 8, LoRA dropout 0.05 for tunebench and both peers, cosine with 5% warm-up, lr 3e-4, the
+demo's 600 dialogues with its seven templates and the chat template; 2 warm-up + 16 timed steps,
+which take in the epoch's longest batch (8 x 510 tokens, step 17 of 73: the one that sets the
+training's peak memory). tunebench also trains with dropout 0 in the same run, for the cost of
+dropout. tunebench starts itself under jemalloc where the system has it (src/tunebench/memory.py);
+the peers run on the system's malloc, as TRL does (`allocator` in the JSON).
+
+    python bench/w1_train.py [--workload w1|demo] [--quick] [--json out.json] [--peers trl_defaults trl_tuned] [--device cpu|cuda]
 
 Needs TRL (`pip install -e '.[bench]'`); it is not a dependency of tunebench itself.
 """
@@ -61,24 +69,42 @@ from _flops import Dims, lora_step_flops, nominal_peak  # noqa: E402
 MODEL = "smollm2-135m-instruct"
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
 BATCH, MAX_LEN, LR, SEED = 4, 512, 2e-4, 0
+SCHEDULE, WARMUP_RATIO = "linear", 0.0
 PEERS = ("trl_defaults", "trl_tuned")
+DEMO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "dialogsum-lora.yaml"
+
+
+def use_workload(name: str) -> None:
+    """`demo`: the settings of recipes/dialogsum-lora.yaml (read from it): batch 8, LoRA dropout 0.05,
+    cosine with 5% warm-up, lr 3e-4, its 600 training dialogues with its templates and chat
+    template. tunebench also trains once with dropout 0 (`tunebench_dropout0`) in the same run."""
+    global BATCH, LR, SCHEDULE, WARMUP_RATIO, SEED
+    if name == "demo":
+        from tunebench.config import load_recipe
+
+        t = load_recipe(DEMO_RECIPE).train
+        LORA.update(r=t.lora_r, alpha=t.lora_alpha, dropout=t.lora_dropout)
+        BATCH, LR, SCHEDULE, WARMUP_RATIO, SEED = t.batch_size, t.lr, t.schedule, t.warmup_ratio, t.seed
 
 
 # ---------------------------------------------------------------------------- workers (one process each)
 
-def run_tunebench(data: Path, steps: int, out: Path) -> dict:
+def run_tunebench(data: Path, steps: int, out: Path, dropout: float | None = None) -> dict:
     """The real CLI, as a user runs it; its log.jsonl holds per-step loss, tokens and time."""
-    cmd = [sys.executable, "-m", "tunebench.cli", "train", "--data", str(data), "--out", str(out / "run"),
+    dropout = LORA["dropout"] if dropout is None else dropout
+    run = out / f"run-dropout{dropout}"
+    cmd = [sys.executable, "-m", "tunebench.cli", "train", "--data", str(data), "--out", str(run),
            "--model", MODEL, "--method", "lora", "--lora-r", str(LORA["r"]), "--lora-alpha", str(LORA["alpha"]),
-           "--lora-dropout", str(LORA["dropout"]), "--lora-targets", "all-linear", "--batch-size", str(BATCH),
-           "--max-length", str(MAX_LEN), "--lr", str(LR), "--schedule", "linear", "--warmup-ratio", "0",
+           "--lora-dropout", str(dropout), "--lora-targets", "all-linear", "--batch-size", str(BATCH),
+           "--max-length", str(MAX_LEN), "--lr", str(LR), "--schedule", SCHEDULE, "--warmup-ratio", str(WARMUP_RATIO),
            "--max-steps", str(steps), "--seed", str(SEED), "--precision", "bf16", "--no-merge",
            "--report-to", "none", "--save-every", str(10**6)]
-    from tunebench.runs import read_jsonl
+    from tunebench.runs import read_json, read_jsonl
 
     rss = run_child(cmd)
-    log = read_jsonl(out / "run" / "log.jsonl")
-    return {"loss": [r["loss"] for r in log], "tokens": [r["tokens"] for r in log],
+    log = read_jsonl(run / "log.jsonl")
+    allocator = read_json(run / "run.json")["environment"].get("allocator")
+    return {"loss": [r["loss"] for r in log], "tokens": [r["tokens"] for r in log], "allocator": allocator,
             "time": [r["time_s"] for r in log], "peak_rss_mb": rss, "peak_gpu_mb": log[-1].get("peak_gpu_mb")}
 
 
@@ -119,7 +145,7 @@ def trl_worker(name: str, data: Path, steps: int, result: Path, device: str) -> 
                 losses.append(float(logs["loss"]))
 
     common = dict(output_dir=str(data / f"out_{name}"), use_cpu=device == "cpu", per_device_train_batch_size=BATCH,
-                  max_length=MAX_LEN, learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0,
+                  max_length=MAX_LEN, learning_rate=LR, lr_scheduler_type=SCHEDULE, warmup_ratio=WARMUP_RATIO,
                   max_steps=steps, seed=SEED, data_seed=SEED, logging_steps=1, save_strategy="no",
                   report_to=[], completion_only_loss=True, dataloader_num_workers=0)
     if name == "trl_defaults":
@@ -148,8 +174,9 @@ def trl_worker(name: str, data: Path, steps: int, result: Path, device: str) -> 
 
 # ---------------------------------------------------------------------------- the parent
 
-def prepare(work: Path, records: int) -> tuple[Path, dict]:
-    """Render DialogSum records with the default template; the token sequences every tool trains on."""
+def prepare(work: Path, records: int, workload: str) -> tuple[Path, dict]:
+    """Render DialogSum records with the default template (W1) or as the demo recipe does (demo);
+    the token sequences every tool trains on."""
     from tunebench import models
     from tunebench.batching import Formatter, IGNORE, encode_all, train_batches
     from tunebench.config import DataConfig
@@ -158,10 +185,17 @@ def prepare(work: Path, records: int) -> tuple[Path, dict]:
     from tunebench.runs import write_jsonl
 
     data = work / "data"
-    prepare_stage(DataConfig(templates=["summarize_conversation"], template_choice="fixed", train_limit=records,
-                             validation_limit=8, test_limit=8, seed=SEED), data)
+    if workload == "demo":
+        from tunebench.config import load_recipe
+
+        recipe = load_recipe(DEMO_RECIPE)
+        cfg, chat = recipe.data.model_copy(update={"validation_limit": 8, "test_limit": 8}), recipe.model.chat_template
+    else:
+        cfg, chat = DataConfig(templates=["summarize_conversation"], template_choice="fixed", train_limit=records,
+                               validation_limit=8, test_limit=8, seed=SEED), "auto"
+    prepare_stage(cfg, data)
     tok = models.load_tokenizer(models.resolve(MODEL).path)
-    enc, skipped = encode_all(Formatter.for_model(tok, False), load_prepared(data, "train"), MAX_LEN, "skip", "train")
+    enc, skipped = encode_all(Formatter.for_model(tok, False, chat), load_prepared(data, "train"), MAX_LEN, "skip", "train")
     rows = [{"input_ids": e["input_ids"], "completion_mask": [int(x != IGNORE) for x in e["labels"]]} for e in enc]
     # tunebench's batch order (a pure function of lengths, seed and epoch), flattened for a sequential sampler
     batches = train_batches([len(e["input_ids"]) for e in enc], BATCH, SEED, 0, True)
@@ -232,7 +266,10 @@ def timed(res: dict, warmup: int) -> tuple[float, int, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 warm-up + 6 timed steps")
-    ap.add_argument("--steps", type=int, default=30, help="timed steps after the 2 warm-up steps")
+    ap.add_argument("--workload", choices=("w1", "demo"), default="w1",
+                    help="w1: the fixed W1 settings; demo: the demo recipe's settings (W1-demo)")
+    ap.add_argument("--steps", type=int, help="timed steps after the 2 warm-up steps (W1: 30; demo: 16, which "
+                                               "takes in the demo's longest batch)")
     ap.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS)
     ap.add_argument("--records", type=int, default=1000, help="DialogSum training records to draw batches from")
     ap.add_argument("--threads", type=int, default=2)
@@ -242,7 +279,9 @@ def main() -> int:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    use_workload(args.workload)
     warmup = 2
+    args.steps = args.steps or (16 if args.workload == "demo" else 30)
     steps = warmup + (6 if args.quick else args.steps)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     pin_device(args.device)
@@ -258,16 +297,23 @@ def main() -> int:
     work = Path(args.keep or tempfile.mkdtemp(prefix="w1-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        data, info = prepare(work, args.records)
+        data, info = prepare(work, args.records, args.workload)
+        sizes = [len(b) * max(b) for b in info["batch_lengths"]]
+        longest = max(range(len(sizes)), key=sizes.__getitem__)
+        info["longest_batch"] = {"step": longest + 1, "padded_tokens": sizes[longest], "timed": warmup <= longest < steps}
+        print(f"{len(sizes)} batches in an epoch; the longest ({sizes[longest]} padded tokens) is step {longest + 1}, "
+              + ("inside" if info["longest_batch"]["timed"] else "outside") + " the timed steps", flush=True)
         peak = bf16_peak(args.threads, args.device)
         where = f"{args.threads} threads" if args.device == "cpu" else args.device
         print(f"bf16 matmul peak on {where}: {peak / 1e9:.0f} GFLOP/s", flush=True)
         results = {"tunebench": run_tunebench(data, steps, work)}
+        if LORA["dropout"]:  # the cost of dropout, same run
+            results["tunebench_dropout0"] = run_tunebench(data, steps, work, dropout=0.0)
         for name in args.peers:
             out = work / f"{name}.json"
             rss = run_child([sys.executable, __file__, "--worker", name, "--work", str(work),
                               "--threads", str(args.threads), "--device", args.device] + (["--quick"] if args.quick else [])
-                             + ["--steps", str(args.steps)])
+                             + ["--steps", str(args.steps), "--workload", args.workload])
             results[name] = {**json.loads(out.read_text()), "peak_rss_mb": rss}
         # measured again at the end: a peak taken while the machine was busy elsewhere would flatter MFU
         peak = max(peak, bf16_peak(args.threads, args.device))
@@ -276,8 +322,10 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     # the sequences tunebench trained on (its batch order is known in advance); the peers' come from their collators
-    results["tunebench"]["lengths"] = info.pop("batch_lengths")[:steps]
-    results["tunebench"]["loss_positions"] = info.pop("batch_loss_positions")[:steps]
+    lengths, positions = info.pop("batch_lengths")[:steps], info.pop("batch_loss_positions")[:steps]
+    for name in results:
+        if name.startswith("tunebench"):
+            results[name]["lengths"], results[name]["loss_positions"] = lengths, positions
     dims, nominal = model_dims(), nominal_peak(args.device, args.threads)
     figures = {}
     for name, res in results.items():
@@ -291,7 +339,7 @@ def main() -> int:
                          "mfu_vs_measured_peak": flops / secs / peak,
                          "mfu_vs_nominal_peak": flops / secs / nominal["flops"] if nominal["flops"] else None,
                          "peak_rss_mb": res["peak_rss_mb"], "peak_gpu_mb": res.get("peak_gpu_mb"), "loss": res["loss"]}
-        for k in ("gradient_checkpointing", "bf16_autocast", "dtypes"):
+        for k in ("gradient_checkpointing", "bf16_autocast", "dtypes", "allocator"):
             if k in res:
                 figures[name][k] = res[k]
     tb = figures["tunebench"]
@@ -319,9 +367,19 @@ def main() -> int:
               f"{vs_nominal} ({f['model_flops_per_real_token'] / 1e6:.0f} MFLOP per real token x "
               f"{f['tokens_per_s']:.1f} tokens/s); timed {f['tokens']} tokens in {f['seconds']:.1f} s", flush=True)
     print("nominal peak: " + (nominal["derivation"] if nominal["flops"] else f"none ({nominal['reason']})"), flush=True)
+    dropout_cost = None
+    if "tunebench_dropout0" in figures:
+        d0 = figures["tunebench_dropout0"]
+        dropout_cost = {"dropout": LORA["dropout"], "tokens_per_s": tb_rate, "tokens_per_s_dropout0": d0["tokens_per_s"],
+                        "ratio": tb_rate / d0["tokens_per_s"], "peak_rss_mb": tb["peak_rss_mb"],
+                        "peak_rss_mb_dropout0": d0["peak_rss_mb"]}
+        print(f"dropout {LORA['dropout']} vs 0 (tunebench, same run): {tb_rate:.1f} vs {d0['tokens_per_s']:.1f} real "
+              f"tokens/s = {dropout_cost['ratio']:.1%}; peak RSS {tb['peak_rss_mb']:.0f} vs {d0['peak_rss_mb']:.0f} MB",
+              flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "workload": "W1", "unit": "real tokens/s", "tunebench": tb_rate, "peers": peers, "ratios": ratios,
+            "workload": "W1-demo" if args.workload == "demo" else "W1", "unit": "real tokens/s",
+            "dropout_cost": dropout_cost, "tunebench": tb_rate, "peers": peers, "ratios": ratios,
             "extra": {"mfu_vs_measured_peak": tb["mfu_vs_measured_peak"], "mfu_vs_nominal_peak": tb["mfu_vs_nominal_peak"],
                       "measured_bf16_matmul_peak_flops": peak, "nominal_peak": nominal,
                       "model_flops_per_real_token": tb["model_flops_per_real_token"],
@@ -333,7 +391,8 @@ def main() -> int:
                       "peak_gpu_mb": {k: v["peak_gpu_mb"] for k, v in figures.items()}, "device": args.device,
                       "loss_match_trl_tuned": match, "tools": figures, "warmup_steps": warmup,
                       "timed_steps": steps - warmup, "threads": args.threads,
-                      "batch_size": BATCH, "max_length": MAX_LEN, "lora": LORA, **info}}, indent=2))
+                      "batch_size": BATCH, "max_length": MAX_LEN, "lora": LORA, "lr": LR, "schedule": SCHEDULE,
+                      "warmup_ratio": WARMUP_RATIO, **info}}, indent=2))
     return 0
 
 
