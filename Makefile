@@ -39,6 +39,7 @@ multitask: install
 bench: install helm-parity bigbench-parity
 	mkdir -p runs/bench
 	$(PY) bench/w1_train.py --json runs/bench/w1.json
+	$(PY) bench/w1_train.py --workload demo --json runs/bench/w1_demo.json
 	$(PY) bench/w2_generate.py --json runs/bench/w2.json
 	$(PY) bench/w3_score.py --json runs/bench/w3.json
 

@@ -145,7 +145,7 @@ def trl_worker(name: str, data: Path, steps: int, result: Path, device: str) -> 
                 losses.append(float(logs["loss"]))
 
     common = dict(output_dir=str(data / f"out_{name}"), use_cpu=device == "cpu", per_device_train_batch_size=BATCH,
-                  max_length=MAX_LEN, learning_rate=LR, lr_scheduler_type=SCHEDULE, warmup_ratio=WARMUP_RATIO,
+                  max_length=MAX_LEN, learning_rate=LR, lr_scheduler_type=SCHEDULE, warmup_steps=round(WARMUP_RATIO * steps),
                   max_steps=steps, seed=SEED, data_seed=SEED, logging_steps=1, save_strategy="no",
                   report_to=[], completion_only_loss=True, dataloader_num_workers=0)
     if name == "trl_defaults":

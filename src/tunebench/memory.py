@@ -89,6 +89,15 @@ def release_free_memory() -> None:
         _malloc_trim()(0)
 
 
+def rss_mb() -> float | None:
+    """This process's resident memory now (Linux), None elsewhere."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _vm_hwm_kb() -> int | None:
     try:
         with open("/proc/self/status", encoding="ascii") as f:

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import kernels, models
-from .memory import release_free_memory
+from .memory import release_free_memory, rss_mb
 from .batching import IGNORE, Formatter, collate, encode_all, sorted_batches, target_tokens, train_batches
 from .config import ModelConfig, TrainConfig
 from .data import load_prepared
@@ -315,7 +315,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
     if main:
         check_free_space(out, ckpt_bytes)
     trackers = Trackers(cfg.report_to, out, cfg.model_dump(), enabled=main)
-    t_start, tokens_seen, high_water = time.time(), 0, 0
+    t_start, tokens_seen, high_water, ceiling = time.time(), 0, 0, None
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not main, dynamic_ncols=True)
     loss_fn.train()
     while step < total_steps:
@@ -329,12 +329,17 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
                       for b in micro]
         collated = [(collate([train_enc[i] for i in b], tok.pad_token_id, seq2seq), real) for b, real in rank_micro]
         n_local = sum(target_tokens(b, seq2seq) for b, real in collated if real)
+        new_high = False
         if device.type == "cpu":
             padded = sum(b["input_ids"].numel() for b, _ in collated)
             if padded > high_water:
                 # the biggest step so far sets the peak: start it from a trimmed heap (trimming
                 # every step would cost each step its page faults, a sixth of the step time)
-                high_water = padded
+                high_water, new_high = padded, True
+                release_free_memory()
+            elif ceiling and (rss_mb() or 0) > 1.1 * ceiling:
+                # free pages kept from steps of other shapes have grown past what the biggest
+                # step needed: hand them back (this step pays the page faults)
                 release_free_memory()
         n_global = int(accelerator.reduce(torch.tensor(n_local, device=device), "sum")) if world > 1 else n_local
         step_loss, step_tokens = 0.0, 0
@@ -350,6 +355,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
             step_loss += float(loss_sum.detach())
             step_tokens += int(batch["attention_mask"].sum()) if real else 0
         tokens_seen += step_tokens
+        if new_high:  # what the biggest step left resident: the allocator keeps its pages for the next ones
+            ceiling = rss_mb()
         if world > 1:
             step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=device), "sum"))
         step_loss /= n_global
