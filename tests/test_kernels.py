@@ -161,30 +161,39 @@ def test_causal_attention_hands_masks_and_caches_to_sdpa(tiny_llama):
         assert fast.generate(**enc, **kw).tolist() == ref.generate(**enc, **kw).tolist()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_swiglu_keeps_less_and_gives_the_same_gradients_to_the_bit(tiny_llama, dtype):
+def _step_keeping(model, batch, bf16: bool = False):
+    """One training step's loss, the bytes autograd keeps for backward, and the adapters' gradients."""
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel() * t.element_size() if t.layout == torch.strided else 0)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = CompletionLoss(model, False)(**batch)
+    loss.backward()
+    return float(loss), sum(sizes), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _fused_pair(tiny_llama, dtype):
+    """The tiny model with LoRA twice, both through the fused LoRA linear."""
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=dtype)
     ref, fast = _lora(copy.deepcopy(base)), _lora(copy.deepcopy(base))
     for m in (ref, fast):
         kernels.fuse_lora(m)
+    return base, ref, fast
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_swiglu_keeps_less_and_gives_the_same_gradients_to_the_bit(tiny_llama, dtype):
+    base, ref, fast = _fused_pair(tiny_llama, dtype)
     assert kernels.fuse_swiglu(fast) == 2
     batch = _batch(base.config.vocab_size)
-    saved = {}
-    for name, m in (("ref", ref), ("fast", fast)):
-        sizes = []
-
-        def pack(t, sizes=sizes):
-            sizes.append(t.numel() * t.element_size() if t.layout == torch.strided else 0)
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
-                torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            loss = CompletionLoss(m, False)(**batch)
-        loss.backward()
-        saved[name] = (float(loss), sum(sizes), {n: p.grad for n, p in m.named_parameters() if p.requires_grad})
-    (l_ref, kept_ref, g_ref), (l_fast, kept_fast, g_fast) = saved["ref"], saved["fast"]
+    bf16 = dtype == torch.bfloat16
+    (l_ref, kept_ref, g_ref), (l_fast, kept_fast, g_fast) = _step_keeping(ref, batch, bf16), _step_keeping(fast, batch, bf16)
     assert l_fast == l_ref
     for n in g_ref:
         assert torch.equal(g_fast[n], g_ref[n]), n
@@ -310,11 +319,7 @@ def test_fused_lora_dropout_keeps_no_more_for_backward_than_no_dropout(tiny_llam
         m = _lora(copy.deepcopy(base), p)
         kernels.fuse_lora(m)
         m.train()
-        sizes = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.untyped_storage().nbytes()) or t,
-                                                      lambda t: t):
-            CompletionLoss(m, False)(**batch).backward()
-        kept[p] = sum(sizes)
+        kept[p] = _step_keeping(m, batch)[1]
     assert kept[0.1] == kept[0.0]
 
 
@@ -322,23 +327,10 @@ def test_fused_lora_dropout_keeps_no_more_for_backward_than_no_dropout(tiny_llam
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_rmsnorm_keeps_its_input_not_an_fp32_copy_and_gives_autograds_gradients(tiny_llama, dtype):
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=dtype)
-    ref, fast = _lora(copy.deepcopy(base)), _lora(copy.deepcopy(base))
-    for m in (ref, fast):
-        kernels.fuse_lora(m)
+    base, ref, fast = _fused_pair(tiny_llama, dtype)
     assert kernels.fuse_rmsnorm(fast) == 2 * 2 + 1  # two per layer and the final norm
     batch = _batch(base.config.vocab_size)
-    out = {}
-    for name, m in (("ref", ref), ("fast", fast)):
-        sizes = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t, s=sizes: s.append(t.numel() * t.element_size()) or t,
-                                                      lambda t: t):
-            loss = CompletionLoss(m, False)(**batch)
-        loss.backward()
-        out[name] = (float(loss), sum(sizes), {n: p.grad for n, p in m.named_parameters() if p.requires_grad})
-    (l_ref, kept_ref, g_ref), (l_fast, kept_fast, g_fast) = out["ref"], out["fast"]
+    (l_ref, kept_ref, g_ref), (l_fast, kept_fast, g_fast) = _step_keeping(ref, batch), _step_keeping(fast, batch)
     assert l_fast == l_ref  # the forward is transformers' own, op for op
     tol = dict(atol=1e-5, rtol=1e-3) if dtype == torch.float32 else dict(atol=2e-3, rtol=2e-2)
     for n in g_ref:
@@ -361,12 +353,7 @@ def test_attention_recomputes_probabilities_above_the_size_it_keeps(tiny_llama, 
         m = _lora(copy.deepcopy(base))
         kernels.fuse_lora(m)
         kernels.use_causal_attention(m)
-        sizes = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t, s=sizes: s.append(t.numel() * t.element_size()) or t,
-                                                      lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = CompletionLoss(m, False)(**batch)
-        loss.backward()
-        out[keep] = (float(loss), sum(sizes), {n: p.grad for n, p in m.named_parameters() if p.requires_grad})
+        out[keep] = _step_keeping(m, batch, bf16=True)
     (l_keep, kept_keep, g_keep), (l_re, kept_re, g_re) = out[1 << 40], out[0]
     assert l_keep == l_re and kept_re < kept_keep
     for n in g_keep:

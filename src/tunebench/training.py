@@ -332,10 +332,11 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         new_high = False
         if device.type == "cpu":
             padded = sum(b["input_ids"].numel() for b, _ in collated)
-            if padded > high_water:
-                # the biggest step so far sets the peak: start it from a trimmed heap (trimming
-                # every step would cost each step its page faults, a sixth of the step time)
-                high_water, new_high = padded, True
+            if padded > 0.9 * high_water:
+                # the biggest steps set the peak: start them from a trimmed heap (trimming every
+                # step would cost each step its page faults, a sixth of the step time)
+                new_high = padded > high_water
+                high_water = max(high_water, padded)
                 release_free_memory()
             elif ceiling and (rss_mb() or 0) > 1.1 * ceiling:
                 # free pages kept from steps of other shapes have grown past what the biggest
