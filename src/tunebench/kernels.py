@@ -1,7 +1,8 @@
-"""Hand-written compute paths for training: a fused LoRA linear, a SwiGLU that keeps less for
-backward, and a CPU causal attention.
+"""Hand-written compute paths for training: a fused LoRA linear (with LoRA dropout drawn as
+dropped positions), a SwiGLU and an RMSNorm that keep less for backward, and a CPU causal
+attention.
 
-All three are exact rewrites of what peft and transformers compute, made for the case tunebench
+They are exact rewrites (dropout: the same distribution, see `dropped_positions`) of what peft and transformers compute, made for the case tunebench
 trains in: a frozen base stored in the compute dtype (bf16 on capable CPUs), right-padded
 batches, one LoRA adapter. They exist because the generic paths spend a third of a CPU step outside matmuls:
 
