@@ -78,10 +78,9 @@ def _malloc_trim():
 def release_free_memory() -> None:
     """Hand the allocator's free pages back to the OS: jemalloc's purge of every arena, glibc's
     malloc_trim. The next allocations fault their pages in again, so this belongs where one piece
-    of work ends or before the step that sets a new peak, not in every step."""
-    import gc
-
-    gc.collect()
+    of work ends or before the step that sets a new peak, not in every step. No garbage
+    collection here: training calls this between steps, where tensors are already freed by
+    reference counting."""
     mallctl = _mallctl()
     if mallctl is not None:
         mallctl(b"arena.4096.purge", None, None, None, ctypes.c_size_t(0))  # 4096: MALLCTL_ARENAS_ALL
@@ -125,6 +124,9 @@ class PeakMemory:
         self.scope = scope
         self.rss_reset = False
         self.carried = 0
+        import gc
+
+        gc.collect()  # what the last piece of work left in reference cycles, before its pages go back
         release_free_memory()
         hwm = _vm_hwm_kb()
         if hwm is not None:

@@ -101,9 +101,6 @@ def generate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
     dtype = models.pick_dtype(cfg.precision, device)
     config = {"model": model_cfg.model_dump(), "generate": cfg.model_dump(), "data": str(data_dir)}
     with Stage(out, "generate", config) as st:
-        from .benchmarks.multimetric import PeakMemory
-
-        peak = PeakMemory("generation stage")  # resets the peak counters: the stage's own peak memory
         # batch size changes nothing but speed, so a resumed run may use another
         header = {**config, "generate": cfg.model_dump(exclude={"batch_size"}), "ids": _digest([e["id"] for e in examples])}
         model, tok, resolved = models.load(model_cfg.model, dtype, model_cfg.trust_remote_code)
@@ -123,7 +120,7 @@ def generate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
                  "references": e.get("references") or [e["completion"]]} for i, e in enumerate(examples)]
         write_jsonl(Path(out) / "predictions.jsonl", rows)
         journal.discard()
-        st.extra["efficiency"] = {**stats, **_cost(model, stats, peak), "precision": str(dtype).replace("torch.", ""),
+        st.extra["efficiency"] = {**stats, **_cost(model, stats, st.peak), "precision": str(dtype).replace("torch.", ""),
                                   "device": str(device), "resumed_examples": len(examples) - len(todo)}
         st.extra["model"] = {"name": model_cfg.model, "path": resolved.path, "adapter": resolved.adapter}
     return {"predictions": rows, "efficiency": st.extra["efficiency"]}
