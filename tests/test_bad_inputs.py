@@ -37,13 +37,32 @@ def run(tiny_llama, prepared, tmp_path_factory):
 
 
 def _argv(case, tmp_path, tiny_llama, prepared, run=None):
+    return [_sub(a, tmp_path, tiny_llama, prepared, run) for a in case["args"]]
+
+
+def _sub(text, tmp_path, tiny_llama, prepared, run=None):
     subs = {"here": str(HERE), "out": str(tmp_path / "out"), "tiny": str(tiny_llama), "prepared": str(prepared),
             "run": str(run)}
-    return [re.sub(r"\{(\w+)\}", lambda m: subs[m.group(1)], a) for a in case["args"]]
+    return re.sub(r"\{(\w+)\}", lambda m: subs[m.group(1)], text)
+
+
+def _place(case, tmp_path, monkeypatch, *fixtures):
+    """The case's working directory (`cwd: elsewhere`: a folder with no shared/data above it) and
+    environment (`env`: a value, or null to unset)."""
+    for key, value in case.get("env", {}).items():
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, _sub(value, tmp_path, *fixtures))
+    if case.get("cwd") == "elsewhere":
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        assert not any((p / "shared" / "data").is_dir() for p in (elsewhere, *elsewhere.parents))
+        monkeypatch.chdir(elsewhere)
 
 
 def test_the_corpus_is_big_enough():
-    assert len(CASES) >= 30
+    assert len(CASES) >= 80
     assert len({c["name"] for c in CASES}) == len(CASES)
 
 
@@ -52,6 +71,7 @@ def test_bad_input_is_refused_cleanly(case, tmp_path, tiny_llama, prepared, run,
     if "free_bytes" in case:
         usage = namedtuple("usage", "total used free")
         monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 10**12 - case["free_bytes"], case["free_bytes"]))
+    _place(case, tmp_path, monkeypatch, tiny_llama, prepared, run)
     before = (_files(HERE), _files(tmp_path), _files(prepared), _files(run))
     try:
         code = main(_argv(case, tmp_path, tiny_llama, prepared, run))

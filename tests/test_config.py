@@ -18,7 +18,7 @@ def test_demo_recipe_loads_and_overrides_apply():
     ("train: [1, 2\n", r"r\.yaml:\d+: not valid YAML"),
     ("train:\n  method: qlora\n", r"r\.yaml:2: train\.method: Input should be 'lora' or 'full'"),
     ("mixture:\n  tasks: [sst2]\n  temperatur: 2\n", r"r\.yaml:3: mixture\.temperatur: unknown key \(did you mean 'temperature'\?\)"),
-    ("mixture:\n  tasks:\n    - {task: sst2, wieght: 2}\n", r"r\.yaml:3: mixture\.tasks\.0\.wieght: unknown key \(did you mean 'weight'\?\)"),
+    ("mixture:\n  tasks:\n    - {task: sst2, wieght: 2}\n", r"r\.yaml:3: mixture\.tasks\[0\]\.wieght: unknown key \(did you mean 'weight'\?\)"),
     ("mixture:\n  tasks: [sst2]\n  fewshot_share: 1.5\n", r"r\.yaml:3: mixture\.fewshot_share: Input should be less than or equal to 1"),
     ("contamination:\n  n: 1\n", r"r\.yaml:2: contamination\.n: Input should be greater than or equal to 2"),
 ])

@@ -6,9 +6,11 @@ tunebench and keeps its traceback (exit 1).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
+import warnings
 
 from .config import (BenchConfig, CompareConfig, ContaminationConfig, DataConfig, GenerateConfig, MixtureConfig, ModelConfig,
                      TrainConfig, add_flags, from_flags, load_recipe)
@@ -22,26 +24,46 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _common(suppress: bool) -> argparse.ArgumentParser:
+    """Options every command takes, before or after its name (a subcommand's default must not hide
+    a value given before it, hence SUPPRESS)."""
+    c = argparse.ArgumentParser(add_help=False)
+    default = argparse.SUPPRESS if suppress else None
+    c.add_argument("--data-root", default=default, metavar="DIR",
+                   help="folder holding dialogsum/, mmlu/, glue/, bigbench/ ... [default: $TUNEBENCH_DATA, a recipe's "
+                        "data_root, or shared/data found in the working directory or above]")
+    c.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                   help="let libraries (transformers, datasets, huggingface_hub) print their warnings and retries")
+    return c
+
+
+def _sub(subparsers, name: str, **kw) -> argparse.ArgumentParser:
+    return subparsers.add_parser(name, parents=[_common(suppress=True)], **kw)
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = _Parser(prog="tunebench", description="Instruction fine-tuning with numbers that show what it did.")
+    p = _Parser(prog="tunebench", description="Instruction fine-tuning with numbers that show what it did.",
+                parents=[_common(suppress=False)])
     p.add_argument("--version", action="version", version=f"tunebench {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run a recipe: prepare, evaluate base, train, evaluate tuned, compare")
+    r = _sub(sub, "run", help="run a recipe: prepare, evaluate base, train, evaluate tuned, compare")
     r.add_argument("recipe", help="recipe YAML file")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set train.lr=1e-4 (repeatable)")
     r.add_argument("--fresh", action="store_true", help="redo stages that are already complete")
+    r.add_argument("--check", action="store_true",
+                   help="check the whole recipe without loading a model, print the plan, and stop")
 
-    pr = sub.add_parser("prepare", help="records -> train/validation/test prompt-completion JSONL")
+    pr = _sub(sub, "prepare", help="records -> train/validation/test prompt-completion JSONL")
     pr.add_argument("--out", required=True, help="directory for train.jsonl, validation.jsonl, test.jsonl")
     add_flags(pr, DataConfig)
     # --mixture-tasks turns the training split into a multi-task mixture (the data flags still give the test split)
     add_flags(pr, MixtureConfig, prefix="mixture")
 
-    t = sub.add_parser("train", help="fine-tune (LoRA or full) on a prepared data directory")
+    t = _sub(sub, "train", help="fine-tune (LoRA or full) on a prepared data directory")
     t.add_argument("--data", required=True, help="directory written by `tunebench prepare`")
     t.add_argument("--out", required=True, help="training run directory")
     t.add_argument("--resume", action="store_true", help="continue from the last good checkpoint in --out")
@@ -50,19 +72,19 @@ def _parser() -> argparse.ArgumentParser:
 
     for name, help_ in (("generate", "generate completions for a prepared split (predictions.jsonl)"),
                         ("evaluate", "generate and score: predictions.jsonl and metrics.json")):
-        g = sub.add_parser(name, help=help_)
+        g = _sub(sub, name, help=help_)
         g.add_argument("--data", required=True, help="directory written by `tunebench prepare`")
         g.add_argument("--out", required=True, help="evaluation run directory")
         add_flags(g, ModelConfig)
         add_flags(g, GenerateConfig)
 
-    b = sub.add_parser("bench", help="score a model on benchmark tasks (results.json, examples.jsonl)")
+    b = _sub(sub, "bench", help="score a model on benchmark tasks (results.json, examples.jsonl)")
     b.add_argument("--out", help="benchmark run directory")
     b.add_argument("--list", action="store_true", help="list every task and suite with sizes, then exit")
     add_flags(b, ModelConfig, skip=("chat_template",))
     add_flags(b, BenchConfig)
 
-    c = sub.add_parser("compare", help="two evaluation runs (metric table, examples), two benchmark runs (forgetting), "
+    c = _sub(sub, "compare", help="two evaluation runs (metric table, examples), two benchmark runs (forgetting), "
                                        "or recipe runs (base and every tuned model, summarization and forgetting suite)")
     c.add_argument("base_run")
     c.add_argument("tuned_run")
@@ -70,19 +92,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="where compare.md / compare.json go (default: the tuned run's parent)")
     add_flags(c, CompareConfig)
 
-    tp = sub.add_parser("templates", help="the prompt-template library")
+    tp = _sub(sub, "templates", help="the prompt-template library")
     tsub = tp.add_subparsers(dest="templates_command", required=True, metavar="ACTION")
-    tl = tsub.add_parser("list", help="every task and its templates")
+    tl = _sub(tsub, "list", help="every task and its templates")
     tl.add_argument("--task", help="only this task (a name or a task YAML file)")
     tl.add_argument("--task-file", action="append", default=[], help="also list the tasks of this YAML file (repeatable)")
-    ts = tsub.add_parser("show", help="a task's templates (or one), rendered on a real record of its data")
+    ts = _sub(tsub, "show", help="a task's templates (or one), rendered on a real record of its data")
     ts.add_argument("name", help="TASK, TASK/TEMPLATE or TEMPLATE")
     ts.add_argument("--template", help="only this template of TASK")
     ts.add_argument("--index", type=int, default=0, help="which usable record of the task's training file [default: 0]")
     ts.add_argument("--shots", type=int, default=0, help="render few-shot, with the next records as exemplars")
     ts.add_argument("--task-file", action="append", default=[], help="a YAML file declaring TASK (repeatable)")
 
-    ct = sub.add_parser("contamination", help="n-gram overlap of a prepared training set with evaluation sets")
+    ct = _sub(sub, "contamination", help="n-gram overlap of a prepared training set with evaluation sets")
     ct.add_argument("--data", help="prepared directory (train.jsonl); default with --recipe: OUT/data")
     ct.add_argument("--recipe", help="check exactly what this recipe evaluates on (its test split, its forgetting suite)")
     ct.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
@@ -97,11 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     ct.add_argument("--out", help="where contamination.json goes [default: the --data directory]")
     add_flags(ct, ContaminationConfig, skip=("enabled",))
 
-    rp = sub.add_parser("report", help="one self-contained HTML report from run directories")
+    rp = _sub(sub, "report", help="one self-contained HTML report from run directories")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
     rp.add_argument("-o", "--output", default="report.html", help="HTML file to write [default: report.html]")
 
-    ch = sub.add_parser("chat", help="talk to a model (base or tuned) with the training prompt format")
+    ch = _sub(sub, "chat", help="talk to a model (base or tuned) with the training prompt format")
     ch.add_argument("model", metavar="MODEL_OR_RUN")
     ch.add_argument("--compare", action="store_true", help="answer with the base and the tuned model side by side")
     ch.add_argument("--template", help="render each input through this template first (e.g. dialogsum/summarize_conversation)")
@@ -109,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("--chat-template", choices=["auto", "on", "off"], default="auto")
     ch.add_argument("--trust-remote-code", action="store_true")
 
-    sub.add_parser("models", help="registered model names")
+    _sub(sub, "models", help="registered model names")
     return p
 
 
@@ -122,21 +144,47 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `tunebench bench --list | head` ends quietly
     args = _parser().parse_args(argv)
+    _quiet_libraries(args.verbose)
+    from . import locations
+
+    locations.reset()
+    locations.configure(args.data_root)
     try:
         return _dispatch(args) or 0
     except UserError as e:
-        print(f"tunebench: error: {e}", file=sys.stderr)
+        for line in str(e).splitlines():  # several only for a recipe checked whole: one problem a line
+            print(f"tunebench: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tunebench: interrupted", file=sys.stderr)
         return 130
 
 
+def _quiet_libraries(verbose: bool) -> None:
+    """Library chatter (warnings, Hub retries, progress bars) off unless --verbose: a user's mistake
+    must end in tunebench's one line, not below a screen of someone else's. Set before the libraries
+    are imported, which read these at import."""
+    if verbose:
+        return
+    for var, value in (("TRANSFORMERS_VERBOSITY", "error"), ("DATASETS_VERBOSITY", "error"),
+                       ("HF_HUB_VERBOSITY", "error"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):
+        os.environ.setdefault(var, value)
+    for name in ("transformers", "datasets", "huggingface_hub", "urllib3", "filelock", "fsspec", "accelerate", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
 def _dispatch(args) -> int | None:
     from . import pipeline
 
     if args.command == "run":
-        recipe = load_recipe(args.recipe, args.overrides)
+        from .preflight import load_and_check, plan
+
+        recipe, rf, facts = load_and_check(args.recipe, args.overrides)
+        if args.check:
+            print("\n".join(plan(recipe, rf, facts, args.fresh)))
+            return 0
         pipeline.run_recipe(recipe, fresh=args.fresh)
     elif args.command == "prepare":
         mixture = from_flags(MixtureConfig, args, prefix="mixture") if args.mixture_tasks else None
@@ -202,7 +250,7 @@ def _dispatch(args) -> int | None:
 
 def _bench(args) -> None:
     from .benchmarks.harness import run_bench
-    from .benchmarks.tasks import registry, resolve_tasks, suites
+    from .benchmarks.tasks import example_count, registry, resolve_tasks, suites
 
     if args.list:
         reg = registry()
@@ -210,7 +258,7 @@ def _bench(args) -> None:
         for name, spec in suites().items():
             try:
                 tasks, limit = resolve_tasks(suite_names=[name])
-                size = sum(min(t.size, limit) if limit else t.size for t in tasks if t.size)
+                size = example_count(tasks, limit)
                 print(f"  {name:<22} {len(tasks):>3} tasks {size:>6} examples  {spec['description']}"
                       + (f" (first {limit} per task)" if limit else ""))
             except UserError as e:

@@ -6,14 +6,19 @@ so a recipe key and its flag can never drift apart: `train.lora_r` is `--lora-r`
 from __future__ import annotations
 
 import argparse
+import copy
 import difflib
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import UserError
+from . import yamlfile
+from .errors import UserError, UserErrors
+from .yamlfile import Where, key_name
 
 
 class Section(BaseModel):
@@ -179,6 +184,8 @@ class CompareConfig(Section):
 class Recipe(Section):
     name: str = "run"
     out: str = Field("runs/run", description="run directory; every stage writes below it")
+    data_root: Optional[str] = Field(None, description="folder holding dialogsum/, mmlu/, glue/, bigbench/ ... relative to "
+                                     "the recipe file (default: --data-root, $TUNEBENCH_DATA, or shared/data found upward)")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -191,32 +198,94 @@ class Recipe(Section):
 
 # ---------------------------------------------------------------------------- loading
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+@dataclass
+class RecipeFile:
+    """A recipe as written: its mapping (overrides applied), where each key is, and which keys --set gave."""
+
+    path: Path
+    raw: dict
+    where: Where
+    overridden: set = dc_field(default_factory=set)
+
+    def at(self, *loc) -> str:
+        """`file:line: key` for a key of the file, `--set key` for one an override gave."""
+        key = key_name(loc)
+        for n in range(len(loc), 0, -1):
+            if key_name(loc[:n]) in self.overridden:
+                return f"--set {key}"
+        return self.where(*loc)
+
+
+def read_recipe(path: str | Path, overrides: list[str] = ()) -> RecipeFile:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: recipe file not found") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-    try:
-        raw = yaml.safe_load(text) or {}
-        node = yaml.compose(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    raw, node = yamlfile.load(path, "recipe file")
+    if raw is None:
+        raise UserError(f"{path}: the recipe is empty (an empty recipe would run every default: write the sections "
+                        "you mean, e.g. recipes/dialogsum-lora.yaml)")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a recipe is a mapping of sections (model, data, train, evaluate, ...)")
+    overridden = set()
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise UserError(f"override '{item}': expected key=value, e.g. train.lr=1e-4")
         _set_path(raw, key.strip().split("."), yaml.safe_load(value))
+        overridden.add(key.strip())
+    rf = RecipeFile(path, raw, Where(path, node), overridden)
+    from . import locations
+
+    root = raw.get("data_root")  # the recipe's own data root counts from here on (locations.py: the order)
+    locations.use_recipe(path, root if isinstance(root, str) else None, rf.at("data_root"))
+    return rf
+
+
+def validate_recipe(rf: RecipeFile) -> tuple[Optional["Recipe"], list[tuple[tuple, str]], list[tuple]]:
+    """(recipe, every problem as (key location, message), the locations that failed). With problems,
+    the recipe is the file without those keys, over their defaults (None if even that fails), so
+    that the rest can still be checked in the same pass."""
     try:
-        return Recipe.model_validate(raw)
+        return Recipe.model_validate(rf.raw), [], []
     except ValidationError as e:
-        raise UserError(_describe(e, path, node, Recipe)) from None
+        errors = e.errors()
+    bad = [_loc(err) for err in errors]
+    rest = copy.deepcopy(rf.raw)
+    for loc in bad:
+        _drop(rest, loc)
+    try:
+        partial = Recipe.model_validate(rest)
+    except ValidationError:
+        partial = None
+    return partial, [(loc, _message(err, loc)) for err, loc in zip(errors, bad)], bad
+
+
+def _loc(err: dict) -> tuple:
+    """The key location of a pydantic error, without pydantic's own steps into a Literal or a list type."""
+    return tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("literal[", "list["))))
+
+
+def _drop(d, loc: tuple) -> None:
+    for k in loc[:-1]:
+        if not isinstance(d, (dict, list)) or (isinstance(d, dict) and k not in d):
+            return
+        d = d[k] if isinstance(d, dict) else (d[k] if isinstance(k, int) and k < len(d) else None)
+    if isinstance(d, dict) and loc and loc[-1] in d:
+        del d[loc[-1]]
+    elif isinstance(d, list) and loc and isinstance(loc[-1], int) and loc[-1] < len(d):
+        del d[loc[-1]]
+
+
+def broken(bad: list[tuple], *loc) -> bool:
+    """Whether a schema problem lies at, above or below `loc`: checks of that key are skipped."""
+    n = len(loc)
+    return any(b[:n] == loc or loc[:len(b)] == b for b in bad)
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    rf = read_recipe(path, overrides)
+    recipe, problems, _ = validate_recipe(rf)
+    if problems:
+        raise UserErrors([f"{rf.at(*loc)}: {msg}" for loc, msg in problems])
+    return recipe
 
 
 def _set_path(d: dict, keys: list[str], value: Any) -> None:
@@ -227,38 +296,12 @@ def _set_path(d: dict, keys: list[str], value: Any) -> None:
     d[keys[-1]] = value
 
 
-def _line_of(node, loc) -> Optional[int]:
-    """Walk the YAML node tree along a pydantic error location to report the line."""
-    line = None
-    for key in loc:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if k.value == key:
-                    line, node = k.start_mark.line + 1, v
-                    break
-            else:
-                return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
-def _describe(e: ValidationError, path, node, model: type[BaseModel]) -> str:
-    err = e.errors()[0]
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("literal[", "list[")))]
-    key = ".".join(str(p) for p in loc)
-    line = _line_of(node, loc) if node is not None else None
-    where = f"{path}:{line}" if line else f"{path}"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        known = _known_keys(model, loc[:-1])
-        hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        msg = "unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(sorted(known))})")
-    more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-    return f"{where}: {key}: {msg}{more}"
+def _message(err: dict, loc: tuple) -> str:
+    if err["type"] != "extra_forbidden":
+        return err["msg"]
+    known = _known_keys(Recipe, loc[:-1])
+    hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return "unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(sorted(known))})")
 
 
 def _known_keys(model: type[BaseModel], loc) -> list[str]:

@@ -9,19 +9,20 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DataConfig
 from .errors import UserError
+from .locations import data_root, find, hub_offline, is_hub_id
 from .templates import Task, get_task
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "dev": "validation", "val": "validation", "valid": "validation",
                   "validation": "validation", "test": "test"}
 _SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+NAMED_DATASETS = ("dialogsum",)   # folders of the data root a recipe may name
 
 
 @dataclass
@@ -113,12 +114,6 @@ def _read_parquet(path: Path) -> list[Record]:
 
 # ---------------------------------------------------------------------------- datasets
 
-def default_data_root() -> Path:
-    """`$TUNEBENCH_DATA` or ../shared/data beside the working directory."""
-    env = os.environ.get("TUNEBENCH_DATA")
-    return Path(env) if env else Path("..") / "shared" / "data"
-
-
 def find_split_files(directory: Path) -> dict[str, Path]:
     """Map official split names to files in a directory laid out like ../shared/data/dialogsum."""
     found: dict[str, Path] = {}
@@ -139,34 +134,52 @@ def find_split_files(directory: Path) -> dict[str, Path]:
 
 def load_splits(cfg: DataConfig) -> tuple[dict[str, list[Record]], str]:
     """Records per official split (missing splits are absent) and a description of the source."""
-    if cfg.path:
-        where = Path(cfg.path)
-    elif cfg.dataset == "dialogsum":
-        where = default_data_root() / "dialogsum"
-    else:
-        where = Path(cfg.dataset)
+    where = dataset_location(cfg)
+    if where is None:
+        return _hub_dataset(cfg.dataset)
     if where.is_dir():
         files = find_split_files(where)
         return {s: read_records(p) for s, p in files.items()}, str(where)
-    if where.is_file():
-        return {"all": read_records(where)}, str(where)
-    if cfg.dataset == "dialogsum" and not cfg.path:
-        return _hub_dialogsum(where)
+    return {"all": read_records(where)}, str(where)
+
+
+def dataset_location(cfg: DataConfig) -> Path | None:
+    """The file or directory a data section names (None: a Hub id), checked to exist."""
+    if cfg.path:
+        where = Path(cfg.path)
+    elif cfg.dataset in NAMED_DATASETS:
+        root = data_root()
+        where = root / cfg.dataset
+        if not where.is_dir():
+            raise UserError(f"{where}: no '{cfg.dataset}' folder in the data root {root} (from {find()[1]}); "
+                            "set data.path to its folder")
+    else:
+        where = Path(cfg.dataset)
+    if where.exists():
+        return where
+    if not cfg.path and is_hub_id(cfg.dataset):
+        return None
     raise UserError(f"{where}: no such file or directory")
 
 
-def _hub_dialogsum(missing: Path):
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise UserError(f"{missing}: DialogSum directory not found and HF_HUB_OFFLINE=1 (set data.path)")
+def _hub_dataset(name: str):
+    """A dataset the user named by its Hub id: downloaded by `datasets`, its splits kept."""
+    if hub_offline():
+        raise UserError(f"{name}: a Hub dataset id, but HF_HUB_OFFLINE is set (download it first, or give a local path)")
     try:
         from datasets import load_dataset
 
-        ds = load_dataset("knkarthick/dialogsum")
-    except Exception as e:
-        raise UserError(f"{missing}: not found, and the Hub copy of DialogSum could not be loaded ({e})") from None
-    names = {"train": "train", "validation": "validation", "test": "test"}
-    return ({s: [Record(dict(r), f"hub:knkarthick/dialogsum/{h}:{i}") for i, r in enumerate(ds[h], 1)]
-             for s, h in names.items() if h in ds}, "hub:knkarthick/dialogsum")
+        ds = load_dataset(name)
+    except Exception as e:  # datasets raises many types for a missing or unreachable repository
+        raise UserError(f"{name}: the Hub dataset could not be loaded ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    out = {}
+    for split in ds:
+        ours = _SPLIT_ALIASES.get(split.lower())
+        if ours:
+            out[ours] = [Record(dict(r), f"hub:{name}/{split}:{i}") for i, r in enumerate(ds[split], 1)]
+    if not out:
+        raise UserError(f"{name}: the Hub dataset has no train/validation/test split (it has {', '.join(ds)})")
+    return out, f"hub:{name}"
 
 
 # ---------------------------------------------------------------------------- validation

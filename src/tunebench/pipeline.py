@@ -187,6 +187,25 @@ def evaluate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
     return score_stage(out, model_cfg.model, data, cfg.metrics)
 
 
+def recipe_stages(recipe: Recipe) -> dict[str, tuple[Path, dict]]:
+    """Directory and config of each resumable stage of a recipe run: a stage whose directory holds a
+    complete manifest with exactly this config is skipped (what `run` does and `run --check` says)."""
+    out = Path(recipe.out)
+    data_dir = out / "data"
+    tuned = tuned_model(recipe)
+    gen = recipe.evaluate.model_dump()
+    return {
+        "prepare": (data_dir, prepare_config(recipe.data, recipe.mixture, recipe.contamination, evaluation_of(recipe))),
+        "base": (out / "base", {"model": recipe.model.model_dump(), "generate": gen, "data": str(data_dir)}),
+        "train": (out / "train", {"model": recipe.model.model_dump(), "train": recipe.train.model_dump(), "data": str(data_dir)}),
+        "tuned": (out / "tuned", {"model": tuned.model_dump(), "generate": gen, "data": str(data_dir)}),
+    }
+
+
+def tuned_model(recipe: Recipe) -> ModelConfig:
+    return recipe.model.model_copy(update={"model": str(Path(recipe.out) / "train")})
+
+
 def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
     """prepare -> evaluate base -> train -> evaluate tuned -> compare [-> benchmark both -> forgetting].
 
@@ -194,7 +213,8 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
     """
     out = Path(recipe.out)
     t0 = time.time()
-    data_dir, base_dir, train_dir, tuned_dir = out / "data", out / "base", out / "train", out / "tuned"
+    stages = recipe_stages(recipe)
+    data_dir, base_dir, train_dir, tuned_dir = (stages[k][0] for k in ("prepare", "base", "train", "tuned"))
     forgetting = recipe.forgetting if recipe.forgetting and recipe.forgetting.enabled else None
     total = 7 if forgetting else 5
     step = iter(range(1, total + 1))
@@ -202,36 +222,33 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
     def say(msg):
         print(f"[tunebench] {next(step)}/{total} {msg}", flush=True)
 
-    def skip(d, cfg):
+    def skip(name):
+        d, cfg = stages[name]
         if not fresh and completed(d, cfg):
             print(f"[tunebench]     {d}: already complete, skipped")
             return True
         return False
 
-    models.resolve(recipe.model.model)  # a misspelt model name should not wait for data preparation
+    models.resolve(recipe.model.model)  # converts the registered default once, before the first stage
     say(f"prepare{' mixture' if recipe.mixture else ''}"
         f"{', contamination check' if recipe.contamination.enabled else ''} -> {data_dir}")
-    evaluation = evaluation_of(recipe)
-    if not skip(data_dir, prepare_config(recipe.data, recipe.mixture, recipe.contamination, evaluation)):
-        s = prepare_stage(recipe.data, data_dir, recipe.mixture, recipe.contamination, evaluation)
+    if not skip("prepare"):
+        s = prepare_stage(recipe.data, data_dir, recipe.mixture, recipe.contamination, evaluation_of(recipe))
         print(f"[tunebench]     {s['counts']}")
     elif (data_dir / "contamination.json").is_file():
         from . import contamination as contam
 
         print(f"[tunebench]     {contam.summary_line(read_json(data_dir / 'contamination.json'))}")
     say(f"evaluate base model -> {base_dir}")
-    base_gen = {"model": recipe.model.model_dump(), "generate": recipe.evaluate.model_dump(), "data": str(data_dir)}
-    if not (skip(base_dir, base_gen) and (base_dir / "metrics.json").is_file()):
+    if not (skip("base") and (base_dir / "metrics.json").is_file()):
         evaluate_stage(recipe.model, recipe.evaluate, data_dir, base_dir)
     say(f"train ({recipe.train.method}) -> {train_dir}")
-    train_cfg = {"model": recipe.model.model_dump(), "train": recipe.train.model_dump(), "data": str(data_dir)}
-    if not skip(train_dir, train_cfg):
+    if not skip("train"):
         train_stage(recipe.model, recipe.train, data_dir, train_dir, resume=True)
     say(f"evaluate tuned model -> {tuned_dir}")
-    tuned_model = recipe.model.model_copy(update={"model": str(train_dir)})
-    tuned_gen = {"model": tuned_model.model_dump(), "generate": recipe.evaluate.model_dump(), "data": str(data_dir)}
-    if not (skip(tuned_dir, tuned_gen) and (tuned_dir / "metrics.json").is_file()):
-        evaluate_stage(tuned_model, recipe.evaluate, data_dir, tuned_dir)
+    tuned = tuned_model(recipe)
+    if not (skip("tuned") and (tuned_dir / "metrics.json").is_file()):
+        evaluate_stage(tuned, recipe.evaluate, data_dir, tuned_dir)
     say(f"compare -> {out}/compare.md")
     c = compare_mod.compare(base_dir, tuned_dir, recipe.compare.examples)
     compare_mod.write(c, out)
@@ -246,7 +263,7 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
         limit = forgetting.limit or suite_limit
         say(f"benchmark base and tuned models ({len(tasks)} tasks) -> {out}/base-bench, {out}/tuned-bench")
         run_bench(recipe.model, forgetting, tasks, out / "base-bench", limit)
-        run_bench(tuned_model, forgetting, tasks, out / "tuned-bench", limit)
+        run_bench(tuned, forgetting, tasks, out / "tuned-bench", limit)
         say(f"forgetting report -> {out}/forgetting.md")
         f = forgetting_mod.compare_bench(out / "base-bench", out / "tuned-bench")
         forgetting_mod.write(f, out)

@@ -17,7 +17,8 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import Record, _open_text, _read_csv, _read_jsonl, default_data_root
+from .data import Record, _open_text, _read_csv, _read_jsonl
+from .locations import data_root, describe
 from .errors import UserError
 from .templates import Source, Task
 
@@ -38,13 +39,13 @@ def resolve(source: Source, path: str) -> Path:
         return p
     if source.base and path.startswith(("./", "../")):
         return Path(source.base) / p
-    return default_data_root() / p
+    return data_root() / p
 
 
 def read_rows(source: Source, path: Path) -> list[Record]:
     fmt = source.format or {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}.get(path.suffix.lower())
     if not path.is_file():
-        raise UserError(f"{path}: task data file not found (data root: {default_data_root()}; set TUNEBENCH_DATA)")
+        raise UserError(f"{path}: task data file not found (data root: {describe()})")
     if fmt == "jsonl":
         return _read_jsonl(path)
     if fmt == "csv" and not source.columns:
@@ -109,7 +110,7 @@ def pool(task: Task, n: int = 13, min_words: int = 4) -> Pool:
     """The task's training pool and validation records (the source files are read once per process)."""
     if task.data is None:
         raise UserError(f"task '{task.name}' ({task.source}) declares no source: it cannot be part of a mixture")
-    key = (task.source, task.name, n, min_words, str(default_data_root()))
+    key = (task.source, task.name, n, min_words, str(data_root()))
     if key not in _POOLS:
         _POOLS[key] = _pool(task, n, min_words)
     return _POOLS[key]

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Optional
 
 import jinja2
-import yaml
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from . import yamlfile
 from .errors import UserError
+from .yamlfile import Where
 
 LIBRARY = Path(__file__).parent / "template_library"
 
@@ -155,46 +156,12 @@ def _render(text: str, record: dict, what: str) -> str:
 
 # ---------------------------------------------------------------------------- loading and validation
 
-class _Where:
-    """`file:line: key` for a dotted location in the task file, from the composed YAML nodes."""
-
-    def __init__(self, path: Path, node):
-        self.path, self.node = path, node
-
-    def __call__(self, *loc) -> str:
-        line, node = None, self.node
-        for key in loc:
-            if isinstance(node, yaml.MappingNode):
-                match = next(((k, v) for k, v in node.value if k.value == key), None)
-                if match is None:
-                    break
-                line, node = match[0].start_mark.line + 1, match[1]
-            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-                node = node.value[key]
-                line = node.start_mark.line + 1
-            else:
-                break
-        key = "".join(f"[{k}]" if isinstance(k, int) else (f".{k}" if i else str(k)) for i, k in enumerate(loc))
-        return f"{self.path}{f':{line}' if line else ''}" + (f": {key}" if key else "")
-
-
 def load_task_file(path: Path | str) -> Task:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: task file not found") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-    try:
-        raw = yaml.safe_load(text)
-        node = yaml.compose(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise UserError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML") from None
+    raw, node = yamlfile.load(path, "task file")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a task file is a mapping with keys task, inputs, target, templates")
-    where = _Where(path, node)
+    where = Where(path, node)
     for key in ("task", "inputs", "target", "templates"):
         if key not in raw:
             raise UserError(f"{path}: missing key '{key}'")
@@ -233,7 +200,7 @@ def load_task_file(path: Path | str) -> Task:
     return task
 
 
-def _check_private_attributes(task: Task, where: _Where) -> None:
+def _check_private_attributes(task: Task, where: Where) -> None:
     """Reaching for a private attribute (`__class__`, `__globals__`) is the first step of every sandbox
     escape: refused when the file is loaded; the sandbox still guards rendering."""
     from jinja2 import nodes
@@ -246,7 +213,7 @@ def _check_private_attributes(task: Task, where: _Where) -> None:
                     raise UserError(f"{where('templates', i, key)}: reaches for '{attr}': not allowed in the template sandbox")
 
 
-def _no_unknown(d: dict, known: tuple[str, ...], where: _Where, *loc) -> None:
+def _no_unknown(d: dict, known: tuple[str, ...], where: Where, *loc) -> None:
     for k in d:
         if k not in known:
             hint = difflib.get_close_matches(str(k), known, n=1)
@@ -254,7 +221,7 @@ def _no_unknown(d: dict, known: tuple[str, ...], where: _Where, *loc) -> None:
                                                                  else f" (known: {', '.join(known)})"))
 
 
-def _check_variables(task: Task, raw: dict, where: _Where) -> None:
+def _check_variables(task: Task, raw: dict, where: Where) -> None:
     """Every variable a template names must be one the records provide: a typo fails at load, not mid-run."""
     if task.data is not None:
         declared = set(task.data.fields) | ({task.data.label["as"]} if task.data.label else set())
@@ -276,7 +243,7 @@ def _check_variables(task: Task, raw: dict, where: _Where) -> None:
                     f" (did you mean '{hint[0]}'?)" if hint else f" (declared: {', '.join(sorted(declared))})"))
 
 
-def _source(s, where: _Where, path: Path) -> Source:
+def _source(s, where: Where, path: Path) -> Source:
     if not isinstance(s, dict):
         raise UserError(f"{where('source')}: must be a mapping ({', '.join(_SOURCE_KEYS)})")
     _no_unknown(s, _SOURCE_KEYS, where, "source")

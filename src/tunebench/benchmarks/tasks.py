@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Callable, Optional
 import yaml
 
 from ..errors import UserError
+from ..locations import data_root, describe
 
 REGISTRY_DIR = Path(__file__).parent / "registry"
 
@@ -107,11 +107,6 @@ def subtask_key(task: Task) -> str:
     return Path(task.source).parent.name
 
 
-def data_root() -> Path:
-    env = os.environ.get("TUNEBENCH_DATA")
-    return Path(env) if env else Path("..") / "shared" / "data"
-
-
 @lru_cache(maxsize=4)
 def _registry(root: str) -> dict[str, Task]:
     from .bigbench import bigbench_tasks
@@ -132,6 +127,11 @@ def suites() -> dict[str, dict]:
     return yaml.safe_load((REGISTRY_DIR / "suites.yaml").read_text())
 
 
+def example_count(tasks: list[Task], limit: Optional[int]) -> int:
+    """Examples a run of these tasks scores (tasks whose size is unknown count 0)."""
+    return sum(min(t.size, limit) if limit else t.size for t in tasks if t.size)
+
+
 def _whole(matched: list[Task]) -> list[Task]:
     """A pattern that matches a container and its subtasks means the container (scored whole)."""
     names = {t.name for t in matched}
@@ -144,7 +144,6 @@ def resolve_tasks(names: list[str] = (), suite_names: list[str] = ()) -> tuple[l
 
     out: list[Task] = []
     limit = None
-    reg = registry()
     for s in suite_names:
         if s not in suites():
             hint = difflib.get_close_matches(s, list(suites()), n=1)
@@ -152,17 +151,18 @@ def resolve_tasks(names: list[str] = (), suite_names: list[str] = ()) -> tuple[l
         spec = suites()[s]
         limit = spec.get("limit", limit)
         for pattern in spec["tasks"]:
-            matched = _whole([t for n, t in reg.items() if fnmatch.fnmatchcase(n, pattern)])
+            matched = _whole([t for n, t in registry().items() if fnmatch.fnmatchcase(n, pattern)])
             if not matched:
-                raise UserError(f"suite '{s}': task '{pattern}' not found under {data_root()} (is ../shared/data there?)")
+                raise UserError(f"suite '{s}': task '{pattern}' not found in the data root {describe()}")
             out += matched
     for n in names:
         p = Path(n)
         if p.suffix == ".json" or p.is_dir() or p.is_file():
             out += load_bigbench_path(p)
-        elif n in reg:
-            out.append(reg[n])
+        elif n in registry():
+            out.append(registry()[n])
         else:
+            reg = registry()
             matched = _whole([t for k, t in reg.items() if fnmatch.fnmatchcase(k, n)])
             if not matched:
                 hint = difflib.get_close_matches(n, list(reg), n=1)
