@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from .templates import Task, get_task
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "dev": "validation", "val": "validation", "valid": "validation",
                   "validation": "validation", "test": "test"}
-_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 NAMED_DATASETS = ("dialogsum",)   # folders of the data root a recipe may name
 
 
@@ -71,7 +72,9 @@ def _read_jsonl(path: Path) -> list[Record]:
             raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
         return [_as_record(r, f"{path}:[{i}]") for i, r in enumerate(rows)]
     out = []
-    for i, line in enumerate(text.splitlines(), 1):
+    # line ends are \n, \r\n or \r (never raw inside a JSON string); not splitlines(), which also breaks
+    # at U+2028, U+2029 and NEL, characters JSON allows raw inside strings
+    for i, line in enumerate(re.split(r"\r\n?|\n", text), 1):
         if not line.strip():
             continue
         try:

@@ -30,7 +30,8 @@ def _json(path: Path):
 def _jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    # not splitlines(): U+2028 / U+2029 / NEL may sit raw inside a prompt or a prediction
+    return [json.loads(l) for l in path.read_text(encoding="utf-8").split("\n") if l.strip()]
 
 
 def _png(fig) -> str:

@@ -30,6 +30,7 @@ lm-evaluation-harness parity bench W3 uses): choices appended in a `random.Rando
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import random
 from dataclasses import dataclass, replace
@@ -54,6 +55,7 @@ GENERATIVE_METRICS = ["bleu", "bleurt", "exact_str_match", "case_insensitive_str
 SCORING_METRICS = ["log_likelihood"]
 MC_METRICS = ["multiple_choice_grade", "calibration_multiple_choice_brier_score", "expected_calibration_error",
               "weighted_log_probabilities", "weighted_probabilities", "macro_f1"]
+KNOWN_METRICS = GENERATIVE_METRICS + SCORING_METRICS + MC_METRICS
 DEFAULT_REGEX = r"[^\.\?\!\;\n]+"
 BIGBENCH_SEED = 42            # JsonTask's random_seed
 MAX_LENGTH = 256              # BIGBenchHFModel's max_length: new tokens generated, and characters kept
@@ -104,7 +106,7 @@ def _lenient_bool(v) -> bool:
 
 def _read(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a leading BOM is not JSON
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except UnicodeDecodeError:
@@ -123,9 +125,11 @@ def validate(data: dict, path: Path) -> str:
             raise UserError(f"{path}: missing key '{key}'")
     if not isinstance(data["metrics"], list) or not data["metrics"]:
         raise UserError(f"{path}: key 'metrics' must be a non-empty list")
-    unknown = [m for m in data["metrics"] if m not in GENERATIVE_METRICS + MC_METRICS + SCORING_METRICS]
+    unknown = [m for m in data["metrics"] if m not in KNOWN_METRICS]
     if unknown:
-        raise UserError(f"{path}: metric '{unknown[0]}' is not a BIG-bench JSON-task metric")
+        hint = difflib.get_close_matches(unknown[0], KNOWN_METRICS, n=1) if isinstance(unknown[0], str) else []
+        raise UserError(f"{path}: metric {unknown[0]!r} is not a BIG-bench JSON-task metric ("
+                        + (f"did you mean '{hint[0]}'? " if hint else "") + f"known: {', '.join(KNOWN_METRICS)})")
     if not isinstance(data["examples"], list) or not data["examples"]:
         raise UserError(f"{path}: key 'examples' must be a non-empty list")
     mc = any(m in MC_METRICS for m in data["metrics"])
@@ -142,6 +146,9 @@ def validate(data: dict, path: Path) -> str:
                 raise UserError(f"{where}: 'target_scores' must be a non-empty object (choice -> score)")
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ts.values()):
                 raise UserError(f"{where}: 'target_scores' values must be numbers")
+            if mc and max(ts.values()) <= 0:  # task_metrics.measure_multiple_choice_grade adds the picked choice's score
+                raise UserError(f"{where}: 'target_scores' has no positive value (BIG-bench's multiple_choice_grade "
+                                "would score it 0 or less whatever the model picks)")
             if "target" not in ex and ((len(ts) == 1 and max(ts.values()) == 0)
                                        or (len(ts) > 1 and max(ts.values()) <= min(ts.values()))):
                 raise UserError(f"{where}: 'target_scores' has no correct choice (no score above the others)")
