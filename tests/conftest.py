@@ -21,6 +21,15 @@ CHAT_TEMPLATE = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _fresh_data_root_settings():
+    """A recipe's data_root or a --data-root seen by one test must not steer the next."""
+    yield
+    from tunebench import locations
+
+    locations.reset()
+
+
 def dialogsum_rows(split: str, n: int | None = None) -> list[dict]:
     rows = []
     with open(DIALOGSUM / f"dialogsum.{split}.jsonl", encoding="utf-8") as f:

@@ -195,7 +195,8 @@ def _dispatch(args) -> int | None:
         from .runs import is_main_process
 
         if is_main_process():
-            print(f"{args.out}: {s['steps']} steps, final loss {s['final_loss']}, validation loss {s['final_val_loss']}")
+            skipped = f", {s['skipped_overlong']} training examples over --max-length skipped" if s.get("skipped_overlong") else ""
+            print(f"{args.out}: {s['steps']} steps, final loss {s['final_loss']}, validation loss {s['final_val_loss']}{skipped}")
     elif args.command == "generate":
         r = pipeline.generate_stage(from_flags(ModelConfig, args), from_flags(GenerateConfig, args), args.data, args.out)
         print(f"{args.out}/predictions.jsonl: {len(r['predictions'])} predictions")

@@ -38,8 +38,8 @@ class ModelConfig(Section):
 class DataConfig(Section):
     """Where records come from and how they become prompts (the `prepare` stage)."""
 
-    dataset: str = Field("dialogsum", description="'dialogsum' or a path to a JSONL/CSV/Parquet file or a directory")
-    path: Optional[str] = Field(None, description="directory of the named dataset (default: ../shared/data/<dataset>)")
+    dataset: str = Field("dialogsum", description="'dialogsum' (in the data root), a path to a JSONL/CSV/TSV/Parquet file or a directory, or a Hub id (org/name)")
+    path: Optional[str] = Field(None, description="directory of the named dataset (default: <data root>/<dataset>)")
     task: str = Field("dialogsum", description="template set in the library (tunebench templates list)")
     fields: dict[str, str] = Field(default_factory=dict, description="template variable -> column name in your data")
     id_field: Optional[str] = Field(None, description="column holding a record id (default: file:line)")

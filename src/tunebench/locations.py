@@ -53,7 +53,9 @@ def find() -> tuple[Optional[Path], str]:
         recipe_file, value, where = _RECIPE
         p = Path(value).expanduser()
         return _explicit(p if p.is_absolute() else recipe_file.parent / p, where)
-    starts = [Path.cwd()] + ([_RECIPE[0].resolve().parent] if _RECIPE is not None else [])
+    starts = [Path.cwd()]
+    if _RECIPE is not None and _RECIPE[0].resolve().parent not in starts:
+        starts.append(_RECIPE[0].resolve().parent)
     for start in starts:
         for folder in (start, *start.parents):
             if (folder / "shared" / "data").is_dir():

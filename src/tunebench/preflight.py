@@ -27,9 +27,11 @@ class _Problems:
     def __init__(self, rf: RecipeFile):
         self.rf, self.found, self._seen = rf, [], set()
 
-    def add(self, loc: tuple, message: str) -> None:
-        if message not in self._seen:
-            self._seen.add(message)
+    def add(self, loc: tuple, message: str, once: bool = False) -> None:
+        """`once`: the message stands for itself (a missing data root), whichever key led to it."""
+        key = message if once else (loc, message)
+        if key not in self._seen:
+            self._seen.add(key)
             self.found.append((loc, message))
 
     def attempt(self, loc: tuple, fn: Callable):
@@ -38,9 +40,9 @@ class _Problems:
             return fn()
         except UserErrors as e:
             for p in e.problems:
-                self.add(loc, p)
+                self.add(loc, p, once=True)
         except UserError as e:
-            self.add(loc, str(e))
+            self.add(loc, str(e), once=True)
         return None
 
     def lines(self) -> list[str]:
@@ -118,7 +120,7 @@ def _check_data(recipe: Recipe, problems: _Problems) -> dict | None:
     try:
         where = dataset_location(cfg)
     except UserError as e:
-        problems.add(key, str(e))
+        problems.add(key, str(e), once=True)
         return None
     if where is None:
         return {"hub": cfg.dataset}
