@@ -165,7 +165,7 @@ def _check_mixture(recipe: Recipe, problems: _Problems) -> None:
         problems.attempt(("mixture", "tasks", i, "task"), lambda: sample_records(task, 1))
 
 
-def _check_forgetting(recipe: Recipe, problems: _Problems) -> list | None:
+def _check_forgetting(recipe: Recipe, problems: _Problems) -> dict:
     from .benchmarks.tasks import resolve_tasks
 
     f = recipe.forgetting
