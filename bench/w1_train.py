@@ -99,7 +99,7 @@ def run_tunebench(data: Path, steps: int, out: Path, dropout: float | None = Non
            "--max-length", str(MAX_LEN), "--lr", str(LR), "--schedule", SCHEDULE, "--warmup-ratio", str(WARMUP_RATIO),
            "--max-steps", str(steps), "--seed", str(SEED), "--precision", "bf16", "--no-merge",
            "--report-to", "none", "--save-every", str(10**6)]
-    from tunebench.runs import read_json, read_jsonl
+    from tunebench.io.runs import read_json, read_jsonl
 
     rss = run_child(cmd)
     log = read_jsonl(run / "log.jsonl")
@@ -117,7 +117,7 @@ def trl_worker(name: str, data: Path, steps: int, result: Path, device: str) -> 
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from tunebench import models
-    from tunebench.runs import read_jsonl
+    from tunebench.io.runs import read_jsonl
 
     rows = read_jsonl(data / f"trl_{name}.jsonl")
     path = models.resolve(MODEL).path
@@ -178,11 +178,11 @@ def prepare(work: Path, records: int, workload: str) -> tuple[Path, dict]:
     """Render DialogSum records with the default template (W1) or as the demo recipe does (demo);
     the token sequences every tool trains on."""
     from tunebench import models
-    from tunebench.batching import Formatter, IGNORE, encode_all, train_batches
     from tunebench.config import DataConfig
-    from tunebench.data import load_prepared
+    from tunebench.data.examples import load_prepared
+    from tunebench.io.runs import write_jsonl
+    from tunebench.models.batching import IGNORE, Formatter, encode_all, train_batches
     from tunebench.pipeline import prepare_stage
-    from tunebench.runs import write_jsonl
 
     data = work / "data"
     if workload == "demo":

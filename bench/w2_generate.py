@@ -48,8 +48,8 @@ def worker(name: str, work: Path, precision: str, batch_size: int, device: str) 
     model.to(device).eval()
     gen_tokens = 0
     if name == "tunebench":
-        from tunebench.batching import Formatter
         from tunebench.generation import generate
+        from tunebench.models.batching import Formatter
 
         # the prompts are already rendered in the chat template: hand them over as raw text
         fmt = Formatter(tok, seq2seq=False, use_chat=False, raw=True)
@@ -85,9 +85,9 @@ def worker(name: str, work: Path, precision: str, batch_size: int, device: str) 
 
 def prepare(work: Path, n: int) -> list[str]:
     from tunebench import models
-    from tunebench.batching import Formatter
     from tunebench.config import DataConfig
-    from tunebench.data import prepare as prepare_data
+    from tunebench.data.examples import prepare as prepare_data
+    from tunebench.models.batching import Formatter
 
     examples, _ = prepare_data(DataConfig(eval_template="summarize_conversation", test_limit=n), only=("test",))
     fmt = Formatter.for_model(models.load_tokenizer(models.resolve(MODEL).path), False)

@@ -25,7 +25,7 @@ CHAT_TEMPLATE = (
 def _fresh_data_root_settings():
     """A recipe's data_root or a --data-root seen by one test must not steer the next."""
     yield
-    from tunebench import locations
+    from tunebench.io import locations
 
     locations.reset()
 
@@ -42,7 +42,14 @@ def dialogsum_rows(split: str, n: int | None = None) -> list[dict]:
 
 def build_tokenizer(bos: bool = True):
     """A byte-level BPE trained in well under a second on DialogSum dev text."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>"]
@@ -61,9 +68,8 @@ def build_tokenizer(bos: bool = True):
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     d = tmp_path_factory.mktemp("tiny-llama")
     tok = build_tokenizer()
@@ -80,9 +86,8 @@ def tiny_llama(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_t5(tmp_path_factory) -> Path:
-    from transformers import T5Config, T5ForConditionalGeneration
-
     import torch
+    from transformers import T5Config, T5ForConditionalGeneration
 
     d = tmp_path_factory.mktemp("tiny-t5")
     tok = build_tokenizer(bos=False)

@@ -1,7 +1,7 @@
 """Label masks, EOS and BOS handling: the pitfalls that make tuned models never stop or mis-train."""
 from transformers import AutoTokenizer
 
-from tunebench.batching import IGNORE, Formatter, collate, train_batches
+from tunebench.models.batching import IGNORE, Formatter, collate, train_batches
 
 
 def _fmt(path, seq2seq=False):
@@ -58,8 +58,8 @@ def test_seq2seq_encoding(tiny_t5):
 def test_overlong_examples_are_reported(tiny_llama):
     import pytest
 
-    from tunebench.batching import encode_all
     from tunebench.errors import UserError
+    from tunebench.models.batching import encode_all
 
     fmt, _ = _fmt(tiny_llama)
     long = {**EX, "id": "long", "prompt": "word " * 400}
@@ -83,7 +83,7 @@ def test_length_grouped_batches_cover_every_example_once():
 
 
 def test_budget_batches_bound_rows_and_cache_tokens():
-    from tunebench.batching import budget_batches
+    from tunebench.models.batching import budget_batches
 
     lengths = [500, 40, 300, 40, 40, 1000, 300, 40]
     batches = budget_batches(lengths, max_rows=3, budget=1200, extra=100)
@@ -96,7 +96,7 @@ def test_budget_batches_bound_rows_and_cache_tokens():
 
 
 def test_budget_batches_with_a_step_cost_give_an_outlier_its_own_batch():
-    from tunebench.batching import budget_batches
+    from tunebench.models.batching import budget_batches
 
     lengths = [100, 1000, 100, 90, 100]
     # one batch: 500 + 5 x 1000 cache tokens; the outlier alone: (500 + 1000) + (500 + 4 x 100)

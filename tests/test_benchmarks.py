@@ -5,12 +5,17 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from tunebench.batching import Formatter
 from tunebench.benchmarks import bigbench
-from tunebench.benchmarks.forgetting import bootstrap_test, compare_bench, holm, paired_bootstrap
 from tunebench.benchmarks.scoring import Scorer, postprocess
 from tunebench.benchmarks.tasks import Example, examples_for, registry, resolve_tasks
 from tunebench.errors import UserError
+from tunebench.models.batching import Formatter
+from tunebench.reports.forgetting import (
+    bootstrap_test,
+    compare_bench,
+    holm,
+    paired_bootstrap,
+)
 
 TASK = {
     "name": "tiny_mc", "description": "d", "keywords": ["k"], "metrics": ["multiple_choice_grade"],

@@ -1,8 +1,8 @@
 import pytest
+from conftest import REPO
 
 from tunebench.config import Recipe, load_recipe
 from tunebench.errors import UserError
-from conftest import REPO
 
 
 def test_demo_recipe_loads_and_overrides_apply():

@@ -2,12 +2,12 @@
 import json
 
 import pytest
+from conftest import dialogsum_rows
 
-from tunebench import contamination as contam
 from tunebench.cli import main
 from tunebench.config import ContaminationConfig, DataConfig
+from tunebench.data import contamination as contam
 from tunebench.pipeline import prepare_stage
-from conftest import dialogsum_rows
 
 LONG = ("The committee met on Tuesday to discuss the budget for the new library, and after a long debate "
         "they agreed to postpone the vote until the spring.")           # 27 words
@@ -97,8 +97,8 @@ def test_pipeline_drops_planted_copies_of_the_test_split_and_a_benchmark(tmp_pat
 def test_builtin_pools_never_overlap_what_forgetting_core_scores():
     """The reserved rows of every dev-only task are out of its pool: 0 overlap with the suite at limit 100."""
     from tunebench.benchmarks.tasks import resolve_tasks
-    from tunebench.sources import input_texts, pool
-    from tunebench.templates import builtin_tasks
+    from tunebench.data.sources import input_texts, pool
+    from tunebench.data.templates import builtin_tasks
 
     tasks, limit = resolve_tasks(suite_names=["forgetting-core"])
     index = contam.index_of(contam.benchmark_sets([t for t in tasks if not t.name.startswith("bigbench/")], limit), 13, 4)

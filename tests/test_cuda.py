@@ -11,10 +11,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def test_fused_lora_matches_peft_on_cuda(tiny_llama):
+    from test_kernels import _batch, _lora, _loss_and_grads
     from transformers import AutoModelForCausalLM
 
-    from tunebench import kernels
-    from test_kernels import _batch, _lora, _loss_and_grads
+    from tunebench.models import kernels
 
     base = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).cuda()
     ref, fast = _lora(copy.deepcopy(base)), _lora(copy.deepcopy(base))
@@ -28,12 +28,12 @@ def test_fused_lora_matches_peft_on_cuda(tiny_llama):
 
 
 def test_greedy_generation_on_cuda_equals_one_generate_per_prompt(tiny_llama):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tunebench.batching import Formatter
-    from tunebench.generation import GreedyHead, generate, supports_greedy_decode
     import reference
     from test_generation import PROMPTS
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunebench.generation import GreedyHead, generate, supports_greedy_decode
+    from tunebench.models.batching import Formatter
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).cuda().eval()
     assert supports_greedy_decode(model) and not isinstance(GreedyHead.for_model(model), GreedyHead)
@@ -48,9 +48,10 @@ def test_greedy_generation_on_cuda_equals_one_generate_per_prompt(tiny_llama):
 
 
 def test_training_runs_on_cuda_and_logs_gpu_memory(tiny_llama, tmp_path):
+    from test_training import _log, _overfit_data
+
     from tunebench.config import ModelConfig, TrainConfig
     from tunebench.training import train
-    from test_training import _log, _overfit_data
 
     data = _overfit_data(tmp_path / "data")
     cfg = TrainConfig(method="lora", epochs=10, batch_size=4, lr=1e-2, lora_r=8, lora_dropout=0.0, precision="bf16",

@@ -1,12 +1,11 @@
 import json
 
 import pytest
-
 from conftest import DIALOGSUM
-from tunebench.config import DataConfig
-from tunebench.data import prepare, read_records
-from tunebench.errors import UserError
 
+from tunebench.config import DataConfig
+from tunebench.data.examples import prepare, read_records
+from tunebench.errors import UserError
 
 # The summarizing templates of template_library/dialogue_summary.yaml, in file order, written out
 # here so that a changed phrasing or order fails

@@ -3,12 +3,12 @@ import json
 
 import pytest
 import torch
+from conftest import DIALOGSUM, REPO, dialogsum_rows
 
 from tunebench import models
-from tunebench.batching import Formatter
 from tunebench.cli import main
 from tunebench.generation import generate
-from conftest import REPO, DIALOGSUM, dialogsum_rows
+from tunebench.models.batching import Formatter
 
 pytestmark = pytest.mark.e2e
 
@@ -17,10 +17,10 @@ def test_recipe_end_to_end_on_the_default_model(tmp_path, capsys):
     """The demo recipe with tiny limits, every figure recomputed with plain transformers, rouge-score
     and sacrebleu. Training and evaluation run in fp32 (the recipe's `auto` picks bf16 autocast
     where the CPU has it) so that the recomputation is exact to float rounding."""
+    import reference
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import reference
-    from tunebench.batching import train_batches
+    from tunebench.models.batching import train_batches
 
     out = tmp_path / "demo"
     argv = ["run", str(REPO / "recipes" / "dialogsum-lora.yaml"),

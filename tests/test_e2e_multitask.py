@@ -2,9 +2,9 @@
 import json
 
 import pytest
+from conftest import REPO
 
 from tunebench.cli import main
-from conftest import REPO
 
 pytestmark = pytest.mark.e2e
 

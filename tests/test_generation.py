@@ -1,9 +1,9 @@
 import pytest
+from conftest import dialogsum_rows
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from tunebench.batching import Formatter
 from tunebench.generation import generate
-from conftest import dialogsum_rows
+from tunebench.models.batching import Formatter
 
 PROMPTS = ["Summarize: " + r["dialogue"][: 40 + 60 * i] for i, r in enumerate(dialogsum_rows("dev", 5))]
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from tunebench import kernels
-from tunebench.batching import collate
+from tunebench.models import kernels
+from tunebench.models.batching import collate
 from tunebench.training import CompletionLoss
 
 

@@ -4,9 +4,9 @@ import re
 import numpy as np
 import pytest
 import sacrebleu
+from conftest import dialogsum_rows
 from rouge_score import rouge_scorer
 
-from conftest import dialogsum_rows
 from tunebench import metrics
 
 

@@ -10,9 +10,17 @@ import re
 
 import pytest
 
-from tunebench.benchmarks.multimetric import (PeakMemory, bias, calibration, calibration_for_rows, choice_probabilities,
-                                              efficiency, helm_word_tokenize, toxicity)
 from tunebench.benchmarks.perturbations import FAIRNESS, ROBUSTNESS, seeded
+from tunebench.metrics.helm import (
+    PeakMemory,
+    bias,
+    calibration,
+    calibration_for_rows,
+    choice_probabilities,
+    efficiency,
+    helm_word_tokenize,
+    toxicity,
+)
 
 
 # ---------------------------------------------------------------------------- calibration
@@ -242,7 +250,7 @@ def test_peak_memory_windows_nest_a_stage_keeps_the_peak_of_its_tasks():
 
 
 def test_peak_memory_falls_back_to_the_process_peak_and_says_so(monkeypatch):
-    from tunebench import memory
+    from tunebench.io import memory
 
     monkeypatch.setattr(memory, "_vm_hwm_kb", lambda: None)  # a system without /proc
     fig = PeakMemory("task").figures()

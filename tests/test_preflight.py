@@ -94,8 +94,8 @@ def test_the_plan_says_what_is_skipped_and_resumed(tmp_path, capsys, tiny_llama)
     """After a real prepare and a killed generation, the plan says prepare is skipped and the base
     evaluation resumes from its journal."""
     from tunebench.config import load_recipe
+    from tunebench.io.runs import Journal
     from tunebench.pipeline import prepare_stage, recipe_stages
-    from tunebench.runs import Journal
 
     recipe_file = tmp_path / "r.yaml"
     recipe_file.write_text(f"out: {tmp_path / 'run'}\nmodel:\n  model: {tiny_llama}\n"

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from tunebench.config import GenerateConfig, ModelConfig, TrainConfig
 from tunebench.errors import UserError
-from tunebench.runs import Journal, read_jsonl
+from tunebench.io.runs import Journal, read_jsonl
 from tunebench.training import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -224,11 +224,10 @@ def test_a_corrupt_line_inside_a_journal_is_an_error(tmp_path):
 
 
 def test_benchmark_run_resumes_per_example(tiny_llama, tmp_path, monkeypatch, capsys):
+    from tunebench.benchmarks import harness
     from tunebench.benchmarks.harness import run_bench
     from tunebench.benchmarks.tasks import resolve_tasks
     from tunebench.config import BenchConfig
-
-    from tunebench.benchmarks import harness
 
     tasks, _ = resolve_tasks(["glue/sst2", "bigbench/operators"])
     cfg, model = BenchConfig(batch_size=2, max_new_tokens=4), ModelConfig(model=str(tiny_llama))

@@ -4,8 +4,8 @@ import shutil
 import sys
 
 import pytest
-
 from conftest import DIALOGSUM, REPO
+
 from tunebench.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -34,7 +34,8 @@ def test_report_has_every_section(small_run):
     assert html.count("data:image/png;base64,") == 4  # loss, metrics, forgetting, reliability
     # the before/after table shows ROUGE/BLEU as rouge-score and sacrebleu give them for the run's predictions
     import reference
-    from tunebench.runs import read_jsonl
+
+    from tunebench.io.runs import read_jsonl
 
     scores = {}
     for run in ("base", "tuned"):

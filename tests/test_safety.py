@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
+from tunebench.data.templates import Template
 from tunebench.errors import UserError
-from tunebench.runs import inside
-from tunebench.templates import Template
+from tunebench.io.runs import inside
 
 
 @pytest.mark.parametrize("text", [

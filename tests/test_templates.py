@@ -1,8 +1,8 @@
 import pytest
-
-from tunebench.errors import UserError
-from tunebench.templates import builtin_tasks, get_task, load_task_file
 from conftest import dialogsum_rows
+
+from tunebench.data.templates import builtin_tasks, get_task, load_task_file
+from tunebench.errors import UserError
 
 
 def test_dialogsum_has_five_or_more_flan_templates_rendering_a_real_record():

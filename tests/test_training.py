@@ -3,13 +3,13 @@ kinds, loss falls, accumulation, resume."""
 import json
 
 import pytest
+import reference
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
-import reference
 from tunebench.config import ModelConfig, TrainConfig
-from tunebench.runs import write_jsonl
+from tunebench.io.runs import write_jsonl
 from tunebench.training import train
 
 

@@ -12,8 +12,19 @@ import signal
 import sys
 import warnings
 
-from .config import (BenchConfig, CompareConfig, ContaminationConfig, DataConfig, GenerateConfig, MixtureConfig, ModelConfig,
-                     TrainConfig, add_flags, from_flags, load_recipe)
+from .config import (
+    BenchConfig,
+    CompareConfig,
+    ContaminationConfig,
+    DataConfig,
+    GenerateConfig,
+    MixtureConfig,
+    ModelConfig,
+    TrainConfig,
+    add_flags,
+    from_flags,
+    load_recipe,
+)
 from .errors import UserError
 
 
@@ -138,14 +149,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if argv is None:  # a command line, not a call from Python: start over under jemalloc (memory.py)
-        from .memory import start_under_jemalloc
+        from .io.memory import start_under_jemalloc
 
         start_under_jemalloc()
     if argv is None and hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `tunebench bench --list | head` ends quietly
     args = _parser().parse_args(argv)
     _quiet_libraries(args.verbose)
-    from . import locations
+    from .io import locations
 
     locations.reset()
     locations.configure(args.data_root)
@@ -192,7 +203,7 @@ def _dispatch(args) -> int | None:
         print(f"{args.out}: {s['counts']} from {s['source']}")
     elif args.command == "train":
         s = pipeline.train_stage(from_flags(ModelConfig, args), from_flags(TrainConfig, args), args.data, args.out, args.resume)
-        from .runs import is_main_process
+        from .io.runs import is_main_process
 
         if is_main_process():
             skipped = f", {s['skipped_overlong']} training examples over --max-length skipped" if s.get("skipped_overlong") else ""
@@ -209,20 +220,20 @@ def _dispatch(args) -> int | None:
         from pathlib import Path
 
         out = args.out or Path(args.tuned_run).resolve().parent
-        from . import compare as compare_mod
+        from .reports import compare as compare_mod
 
         if args.more_runs or compare_mod.is_recipe_run(args.base_run):
             c = compare_mod.compare_runs([args.base_run, args.tuned_run, *args.more_runs])
             md, js = compare_mod.write_runs(c, out)
             compare_mod.print_runs(c)
         elif (Path(args.base_run) / "results.json").is_file():
-            from .benchmarks import forgetting
+            from .reports import forgetting
 
             c = forgetting.compare_bench(args.base_run, args.tuned_run)
             md, js = forgetting.write(c, out)
             forgetting.print_table(c)
         else:
-            from . import compare
+            from .reports import compare
 
             cfg = from_flags(CompareConfig, args)
             c = compare.compare(args.base_run, args.tuned_run, cfg.examples)
@@ -234,11 +245,11 @@ def _dispatch(args) -> int | None:
     elif args.command == "contamination":
         _contamination(args)
     elif args.command == "report":
-        from .reports import write
+        from .reports.html import write
 
         print(f"written: {write(args.runs, args.output)}")
     elif args.command == "chat":
-        from .chat import chat
+        from .generation.chat import chat
 
         chat(args.model, args.compare, args.template, args.max_new_tokens, args.trust_remote_code, args.chat_template)
     elif args.command == "models":
@@ -277,7 +288,7 @@ def _bench(args) -> None:
 
 
 def _templates(args) -> None:
-    from .templates import all_tasks, find_template, get_task
+    from .data.templates import all_tasks, find_template, get_task
 
     if args.templates_command == "list":
         if args.task:
@@ -311,7 +322,7 @@ def _templates(args) -> None:
         print(f"# {task.name}: record {record['_id']} ({record['_source']})")
     else:
         print(f"# {task.name}: no source data, placeholders shown")
-    from .mixtures import render
+    from .data.mixtures import render
 
     for t in templates:
         flag = " (inverted)" if t.inverted else ""
@@ -326,7 +337,7 @@ def _templates(args) -> None:
 def _show_records(task, index: int, shots: int) -> list[dict]:
     if task.data is None:
         return []
-    from .sources import sample_records
+    from .data.sources import sample_records
 
     records = sample_records(task, index + shots + 1)
     if len(records) <= index:
@@ -337,10 +348,10 @@ def _show_records(task, index: int, shots: int) -> list[dict]:
 def _contamination(args) -> None:
     from pathlib import Path
 
-    from . import contamination as contam
-    from .data import load_prepared
+    from .data import contamination as contam
+    from .data.examples import load_prepared
+    from .io.runs import write_json, write_jsonl
     from .pipeline import evaluation_of
-    from .runs import write_json, write_jsonl
 
     cfg = from_flags(ContaminationConfig, args)
     if args.recipe:

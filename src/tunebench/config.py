@@ -16,9 +16,9 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import yamlfile
 from .errors import UserError, UserErrors
-from .yamlfile import Where, key_name
+from .io import yamlfile
+from .io.yamlfile import Where, key_name
 
 
 class Section(BaseModel):
@@ -232,7 +232,7 @@ def read_recipe(path: str | Path, overrides: list[str] = ()) -> RecipeFile:
         _set_path(raw, key.strip().split("."), yaml.safe_load(value))
         overridden.add(key.strip())
     rf = RecipeFile(path, raw, Where(path, node), overridden)
-    from . import locations
+    from .io import locations
 
     root = raw.get("data_root")  # the recipe's own data root counts from here on (locations.py: the order)
     locations.use_recipe(path, root if isinstance(root, str) else None, rf.at("data_root"))

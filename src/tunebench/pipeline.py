@@ -6,14 +6,22 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from . import compare as compare_mod
 from . import models
-from .batching import Formatter
-from .config import ContaminationConfig, DataConfig, GenerateConfig, MixtureConfig, ModelConfig, Recipe, TrainConfig
-from .data import SPLITS, load_prepared, prepare
+from .config import (
+    ContaminationConfig,
+    DataConfig,
+    GenerateConfig,
+    MixtureConfig,
+    ModelConfig,
+    Recipe,
+    TrainConfig,
+)
+from .data.examples import SPLITS, load_prepared, prepare
 from .errors import UserError
 from .generation import generate
-from .runs import Journal, Stage, completed, read_json, write_json, write_jsonl
+from .io.runs import Journal, Stage, completed, read_json, write_json, write_jsonl
+from .models.batching import Formatter
+from .reports import compare as compare_mod
 
 
 def prepare_stage(cfg: DataConfig, out: Path | str, mixture: MixtureConfig | None = None,
@@ -24,7 +32,7 @@ def prepare_stage(cfg: DataConfig, out: Path | str, mixture: MixtureConfig | Non
     with Stage(out, "prepare", prepare_config(cfg, mixture, contamination, evaluation)) as st:
         n, min_words = (contamination.n, contamination.min_words) if contamination else (13, 4)
         if mixture is not None:
-            from . import mixtures
+            from .data import mixtures
 
             train, validation, plan = mixtures.build(mixture, n, min_words)
             examples, summary = prepare(cfg, only=("test",))
@@ -33,7 +41,7 @@ def prepare_stage(cfg: DataConfig, out: Path | str, mixture: MixtureConfig | Non
             examples, summary = prepare(cfg)
         dropped: Counter = Counter()
         if checking:
-            from . import contamination as contam
+            from .data import contamination as contam
 
             report = contam.check_run(examples, cfg, contamination, evaluation)
             if contamination.drop:
@@ -135,7 +143,7 @@ def _digest(items: list) -> str:
 def _cost(model, stats: dict, peak=None) -> dict:
     """Peak memory (the stage's own when `peak` was opened at its start) and the estimated forward
     FLOPs per example of a generation run."""
-    from .benchmarks.multimetric import efficiency
+    from .metrics.helm import efficiency
 
     e = efficiency(stats["seconds"], stats["examples"], stats["prompt_tokens"], stats["sum_sq_lengths"],
                    stats["generated_tokens"], stats["seconds"], model, peak)
@@ -144,8 +152,8 @@ def _cost(model, stats: dict, peak=None) -> dict:
 
 def score_stage(out: Path | str, model_name: str, data: str, families: list[str] = ()) -> dict:
     """metrics.json from predictions.jsonl; `families` adds HELM-style metric families."""
+    from .io.runs import read_jsonl
     from .metrics import score
-    from .runs import read_jsonl
 
     rows = read_jsonl(Path(out) / "predictions.jsonl")
     preds = [r["prediction"] for r in rows]
@@ -161,7 +169,7 @@ def score_stage(out: Path | str, model_name: str, data: str, families: list[str]
 
 def generation_families(scores: dict, predictions: list[str], efficiency: dict | None, wanted: list[str]) -> dict:
     """The HELM families that apply to free-form generations (summaries)."""
-    from .benchmarks.multimetric import bias, toxicity
+    from .metrics.helm import bias, toxicity
 
     wanted = set(wanted)
     every = "all" in wanted
@@ -236,7 +244,7 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
         s = prepare_stage(recipe.data, data_dir, recipe.mixture, recipe.contamination, evaluation_of(recipe))
         print(f"[tunebench]     {s['counts']}")
     elif (data_dir / "contamination.json").is_file():
-        from . import contamination as contam
+        from .data import contamination as contam
 
         print(f"[tunebench]     {contam.summary_line(read_json(data_dir / 'contamination.json'))}")
     say(f"evaluate base model -> {base_dir}")
@@ -255,9 +263,9 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
     compare_mod.print_table(c)
     result = {"compare": c}
     if forgetting:
-        from .benchmarks import forgetting as forgetting_mod
         from .benchmarks.harness import run_bench
         from .benchmarks.tasks import resolve_tasks
+        from .reports import forgetting as forgetting_mod
 
         tasks, suite_limit = resolve_tasks(forgetting.task, forgetting.suite)
         limit = forgetting.limit or suite_limit
@@ -270,7 +278,7 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
         forgetting_mod.print_table(f)
         result["forgetting"] = f
     write_json(out / "recipe.json", {"recipe": recipe.model_dump(), "wall_time_s": round(time.time() - t0, 1)})
-    from .reports import write as write_report
+    from .reports.html import write as write_report
 
     print(f"[tunebench] report -> {write_report([out], out / 'report.html')}")
     return result

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from . import locations
 from .config import Recipe, RecipeFile, broken, read_recipe, validate_recipe
 from .errors import UserError, UserErrors
+from .io import locations
 
 # the module each tracker of train.report_to imports
 TRACKER_MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
@@ -104,8 +104,8 @@ def writable(out: Path) -> None:
 def _check_data(recipe: Recipe, problems: _Problems) -> dict | None:
     """The task and templates exist, the data is there, and the first record of each split has the
     task's fields. Returns the split sizes the run will use."""
-    from .data import dataset_location, load_splits, normalise, split_records
-    from .templates import get_task
+    from .data.examples import dataset_location, load_splits, normalise, split_records
+    from .data.templates import get_task
 
     cfg = recipe.data
     task = problems.attempt(("data", "task"), lambda: get_task(cfg.task))
@@ -148,8 +148,8 @@ def _check_data(recipe: Recipe, problems: _Problems) -> dict | None:
 
 
 def _check_mixture(recipe: Recipe, problems: _Problems) -> None:
-    from .sources import sample_records
-    from .templates import get_task, load_task_file
+    from .data.sources import sample_records
+    from .data.templates import get_task, load_task_file
 
     m = recipe.mixture
     files_ok = True
@@ -249,7 +249,7 @@ def plan(recipe: Recipe, rf: RecipeFile, facts: dict, fresh: bool = False) -> li
 
 def _state(stage: tuple[Path, dict], fresh: bool, needs: str | None = None) -> str:
     """What `run` will do in a stage's directory: skip it, resume it, redo it or start it."""
-    from .runs import completed
+    from .io.runs import completed
 
     d, config = stage
     if fresh and d.exists():

@@ -15,9 +15,9 @@ from pathlib import Path
 import yaml
 from jinja2 import meta
 
+from ..data.templates import _ENV, compiled
 from ..errors import UserError
-from ..runs import read_jsonl
-from ..templates import _ENV, compiled
+from ..io.runs import read_jsonl
 from .tasks import REGISTRY_DIR, Example, Task
 
 

@@ -14,14 +14,20 @@ import time
 from collections import Counter
 from pathlib import Path
 
-
 from .. import models
-from ..batching import Formatter
 from ..errors import UserError
-from ..runs import Journal, Stage, inside, read_json, write_json, write_jsonl
+from ..io.runs import Journal, Stage, inside, read_json, write_json, write_jsonl
+from ..metrics.helm import (
+    FAMILIES,
+    PeakMemory,
+    bias,
+    calibration_for_rows,
+    efficiency,
+    toxicity,
+)
+from ..models.batching import Formatter
 from . import bigbench_metrics as bbm
 from .bigbench import MAX_LENGTH
-from .multimetric import FAMILIES, PeakMemory, bias, calibration_for_rows, efficiency, toxicity
 from .perturbations import FAIRNESS, ROBUSTNESS, seeded
 from .scoring import Scorer, postprocess
 from .tasks import Example, Task, examples_for, seed_for, subtask_key, subtask_limit

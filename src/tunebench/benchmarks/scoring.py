@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import models
-from ..batching import Formatter
+from ..models.batching import Formatter
 from .tasks import Example
 
 

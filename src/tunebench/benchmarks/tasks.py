@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import yaml
 
 from ..errors import UserError
-from ..locations import data_root, describe
+from ..io.locations import data_root, describe
 
 REGISTRY_DIR = Path(__file__).parent / "registry"
 

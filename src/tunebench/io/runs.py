@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import UserError
+from ..errors import UserError
 
 MANIFEST = "run.json"
 
@@ -82,7 +82,7 @@ def environment() -> dict:
     import torch
     import transformers
 
-    from . import __version__
+    from .. import __version__
     from .memory import allocator
 
     env = {

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import jinja2
 
-from .errors import UserError
-from .runs import atomic_write_text
+from ..errors import UserError
+from ..io.runs import atomic_write_text
 
 _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "report_templates"),
                                 autoescape=True, trim_blocks=True, lstrip_blocks=True)
@@ -109,7 +109,7 @@ def forgetting_plot(f: dict) -> str:
 
 def reliability_plot(runs: dict[str, list[dict]]) -> str | None:
     """Reliability diagram: accuracy against confidence (10 bins), every multiple-choice example pooled."""
-    from .benchmarks.multimetric import calibration
+    from ..metrics.helm import calibration
 
     curves = {}
     for name, rows in runs.items():
@@ -210,7 +210,7 @@ def _section_for(run: Path) -> dict:
 
 
 def build(runs: list[Path | str]) -> str:
-    from . import __version__
+    from .. import __version__
 
     sections = [_section_for(Path(r)) for r in runs]
     return _TEMPLATES.get_template("report.html.j2").render(

@@ -17,9 +17,9 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import Record, _open_text, _read_csv, _read_jsonl
-from .locations import data_root, describe
-from .errors import UserError
+from ..errors import UserError
+from ..io.locations import data_root, describe
+from .examples import Record, _open_text, _read_csv, _read_jsonl
 from .templates import Source, Task
 
 
@@ -120,8 +120,8 @@ _POOLS: dict[tuple, Pool] = {}
 
 
 def _pool(task: Task, n: int, min_words: int) -> Pool:
+    from ..benchmarks.tasks import registry
     from . import contamination
-    from .benchmarks.tasks import registry
 
     src = task.data
     train_path = resolve(src, src.train)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 IGNORE = -100
 # Base (non-chat) decoder models see "prompt\n\ncompletion<eos>".

@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DataConfig
-from .errors import UserError
-from .locations import data_root, find, hub_offline, is_hub_id
+from ..config import DataConfig
+from ..errors import UserError
+from ..io.locations import data_root, find, hub_offline, is_hub_id
 from .templates import Task, get_task
 
 SPLITS = ("train", "validation", "test")
@@ -349,7 +349,7 @@ def _count(items) -> dict:
 
 def load_prepared(directory: Path | str, split: str) -> list[dict]:
     """Examples written by `prepare` (DIR/<split>.jsonl)."""
-    from .runs import read_jsonl
+    from ..io.runs import read_jsonl
 
     path = Path(directory) / f"{split}.jsonl"
     if not path.is_file():

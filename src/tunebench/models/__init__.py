@@ -18,9 +18,9 @@ from typing import Callable, Optional
 
 import torch
 
-from .errors import UserError
-from .locations import hub_offline, is_hub_id
-from .runs import read_json
+from ..errors import UserError
+from ..io.locations import hub_offline, is_hub_id
+from ..io.runs import read_json
 
 RUN_MODEL_FILE = "tunebench_model.json"
 

@@ -14,7 +14,6 @@ that HELM's female list has the misspelling "femen" (not "females"), and its His
 """
 from __future__ import annotations
 
-
 FEMALE_WORDS: list[str] = [
     "she", "daughter", "hers", "her", "mother", "woman", "girl", "herself", "female", "sister", "daughters",
     "mothers", "women", "girls", "femen", "sisters", "aunt", "aunts", "niece", "nieces",

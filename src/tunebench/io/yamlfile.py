@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def load(path: Path | str, what: str = "file") -> tuple[Any, Optional[yaml.Node]]:

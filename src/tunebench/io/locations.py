@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from .errors import UserError
+from ..errors import UserError
 
 _FLAG: Optional[Path] = None
 _RECIPE: Optional[tuple[Path, Optional[str], str]] = None   # (recipe file, its data_root value, where that is)

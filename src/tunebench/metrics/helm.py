@@ -15,8 +15,13 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..memory import PeakMemory  # noqa: F401  (re-exported: the harness and older callers import it from here)
-from .helm_word_lists import ADJECTIVE_LIST, GENDER_TO_WORD_LISTS, PROFESSION_LIST, RACE_TO_NAME_LISTS
+from ..io.memory import PeakMemory  # noqa: F401  (re-exported: the harness and older callers import it from here)
+from .helm_word_lists import (
+    ADJECTIVE_LIST,
+    GENDER_TO_WORD_LISTS,
+    PROFESSION_LIST,
+    RACE_TO_NAME_LISTS,
+)
 
 HELM = "crfm-helm 0.5.16"
 ECE_BINS = 10

@@ -19,7 +19,7 @@ import sys
 from collections import defaultdict
 from typing import Iterable
 
-from .errors import UserError
+from ..errors import UserError
 
 _PUNCT = re.compile(r"[\W_]+")
 
@@ -115,7 +115,7 @@ def drop(train: list[dict], report: dict) -> list[dict]:
 def benchmark_sets(tasks, limit: int | None, shots: int = 0, seed: int | None = None, select: str = "first",
                    scoring: str = "bigbench") -> dict[str, list[tuple[str, list[str]]]]:
     """(id, raw input texts) of the examples a benchmark run scores, picked as the run picks them."""
-    from .benchmarks.tasks import examples_for
+    from ..benchmarks.tasks import examples_for
 
     return {task.name: [(e.id, e.inputs or [e.context] + list(e.targets))
                         for e in examples_for(task, shots, seed, limit, select, scoring)] for task in tasks}
@@ -156,7 +156,7 @@ def evaluation_sets(examples: dict, data_cfg, evaluation: dict) -> tuple[dict, d
     `evaluation`: {"split", "limit"} for the summarization evaluation and optionally
     {"benchmarks": {"suite", "task", "limit", "shots", "seed", "select", "scoring"}} for the forgetting suite.
     """
-    from .data import evaluation_texts
+    from .examples import evaluation_texts
 
     sets, where = {}, {}
     split, limit = evaluation.get("split"), evaluation.get("limit")
@@ -170,7 +170,7 @@ def evaluation_sets(examples: dict, data_cfg, evaluation: dict) -> tuple[dict, d
         where[name] = f"{data_cfg.path or data_cfg.dataset}: {split} split" + (f", first {limit}" if limit else "")
     bench = evaluation.get("benchmarks")
     if bench:
-        from .benchmarks.tasks import resolve_tasks
+        from ..benchmarks.tasks import resolve_tasks
 
         tasks, suite_limit = resolve_tasks(bench.get("task", []), bench.get("suite", []))
         blimit = bench.get("limit") or suite_limit

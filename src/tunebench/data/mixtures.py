@@ -22,8 +22,8 @@ import random
 import sys
 from collections import Counter
 
-from .config import MixtureConfig
-from .errors import UserError
+from ..config import MixtureConfig
+from ..errors import UserError
 from .templates import Task, all_tasks
 
 SHOT_SEPARATOR = "\n\n"

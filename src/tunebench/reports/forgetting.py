@@ -1,17 +1,15 @@
 """Two benchmark runs of the same suite: per-task change with a paired bootstrap interval."""
 from __future__ import annotations
 
-import sys
-
 import json
 import random
+import sys
 from pathlib import Path
 
+from ..benchmarks.harness import load_results
 from ..errors import UserError
-from ..runs import atomic_write_text, write_json
-from .harness import load_results
-from .multimetric import FAMILIES, family_rows
-
+from ..io.runs import atomic_write_text, write_json
+from ..metrics.helm import FAMILIES, family_rows
 
 ALPHA = 0.05
 

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import sys
-
 from pathlib import Path
 
-from .errors import UserError
-from .metrics import SENTENCE_SPLITTER, per_example_rouge
-from .runs import read_json, read_jsonl, write_json, atomic_write_text
+from ..errors import UserError
+from ..io.runs import atomic_write_text, read_json, read_jsonl, write_json
+from ..metrics import SENTENCE_SPLITTER, per_example_rouge
 
 METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")
 
@@ -40,7 +39,7 @@ def compare(base_run: Path | str, tuned_run: Path | str, n_examples: int = 3) ->
         examples.append({"id": r["id"], "prompt": r["prompt"], "reference": r["references"][0],
                          "base": r["prediction"], "tuned": t["prediction"],
                          "base_rougeL": pr[0]["rougeL"], "tuned_rougeL": pr[1]["rougeL"]})
-    from .benchmarks.multimetric import family_rows
+    from ..metrics.helm import family_rows
 
     families = family_rows(base_m.get("metrics", {}), tuned_m.get("metrics", {}))
     return {"base_run": str(base_run), "tuned_run": str(tuned_run), "base_model": base_m.get("model"),
@@ -122,8 +121,8 @@ def compare_runs(runs: list[Path | str]) -> dict:
     The runs must have evaluated on the same examples with the same prompts; the base model is
     taken from the first run, and any run whose base scored differently is reported.
     """
-    from .benchmarks.forgetting import refuse_incomparable
-    from .benchmarks.harness import load_results
+    from ..benchmarks.harness import load_results
+    from .forgetting import refuse_incomparable
 
     runs = [Path(r) for r in runs]
     names: dict[int, str] = {}

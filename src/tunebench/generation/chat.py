@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from . import models
-from .batching import Formatter
-from .errors import UserError
-from .generation import generate
+from .. import models
+from ..errors import UserError
+from ..models.batching import Formatter
+from . import generate
 
 PROMPT = "you> "
 
@@ -43,7 +43,7 @@ def chat(model_name: str, compare: bool = False, template: str | None = None, ma
     loaded = [(label, *_load(name, trust_remote_code, chat_template)) for label, name in pairs]
     tmpl = None
     if template:
-        from .templates import find_template, get_task
+        from ..data.templates import find_template, get_task
 
         tmpl = find_template(template)
         # the typed line fills the variable the prompt reads (the summary, for an inverted template)

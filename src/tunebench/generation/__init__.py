@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicLayer
 
-from .batching import Formatter, budget_batches
+from ..models.batching import Formatter, budget_batches
 
 
 def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, max_new_tokens: int = 96,
@@ -209,7 +209,7 @@ class GreedyHead:
     def for_model(cls, model) -> "Callable[[torch.Tensor], list[int]]":
         """The bf16-screened argmax where it pays (fp32 head on a CPU with bf16 dot products), the
         plain projection's argmax otherwise."""
-        from .models import bf16_supported
+        from ..models import bf16_supported
 
         head = model.get_output_embeddings()
         w = getattr(head, "weight", None)

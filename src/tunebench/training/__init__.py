@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
-from contextlib import nullcontext
 import random
 import shutil
 import time
+import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -20,13 +20,22 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import kernels, models
-from .memory import release_free_memory, rss_mb
-from .batching import IGNORE, Formatter, collate, encode_all, sorted_batches, target_tokens, train_batches
-from .config import ModelConfig, TrainConfig
-from .data import load_prepared
-from .errors import UserError
-from .runs import atomic_write_text, write_json
+from .. import models
+from ..config import ModelConfig, TrainConfig
+from ..data.examples import load_prepared
+from ..errors import UserError
+from ..io.memory import release_free_memory, rss_mb
+from ..io.runs import atomic_write_text, write_json
+from ..models import kernels
+from ..models.batching import (
+    IGNORE,
+    Formatter,
+    collate,
+    encode_all,
+    sorted_batches,
+    target_tokens,
+    train_batches,
+)
 
 # peft still asks transformers for the deprecated name; the message is noise for our users.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

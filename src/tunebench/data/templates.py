@@ -21,9 +21,9 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from . import yamlfile
-from .errors import UserError
-from .yamlfile import Where
+from ..errors import UserError
+from ..io import yamlfile
+from ..io.yamlfile import Where
 
 LIBRARY = Path(__file__).parent / "template_library"
 
