@@ -42,17 +42,18 @@ def test_greedy_decode_gives_what_one_generate_per_prompt_gives(tiny_llama, monk
 
     from tunebench import generation
     from tunebench.generation import greedy_decode, supports_greedy_decode
+    from tunebench.models import profile
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
     assert supports_greedy_decode(model)
     prompts = [tok("Summarize the following conversation, please. " + p).input_ids for p in PROMPTS]
     assert len({len(p) for p in prompts}) == 5
-    monkeypatch.setattr(generation, "SHARED_PREFIX_MIN", 4 if share else 10**6)
-    assert (generation._shared_prefix(prompts) >= 4) == share
+    monkeypatch.setattr(profile.CPU, "shared_prefix_min", 4 if share else 10**6)
+    assert (generation._shared_prefix(prompts, profile.CPU) >= 4) == share
     # grouped: any padding allowed, so the five prompts (of different lengths) share forwards
-    monkeypatch.setattr(generation, "PREFILL_PADDING", 1.0 if grouped else 0.0)
-    groups = generation._prefill_groups([len(p) for p in prompts])
+    monkeypatch.setattr(profile.CPU, "prefill_padding", 1.0 if grouped else 0.0)
+    groups = generation._prefill_groups([len(p) for p in prompts], profile.CPU)
     assert (len(groups) < len(prompts)) == grouped
 
     def one_at_a_time(stop):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from tunebench.models import kernels
+from tunebench.models import kernels, profile
 from tunebench.models.batching import collate
 from tunebench.training import CompletionLoss
 
@@ -349,7 +349,7 @@ def test_attention_recomputes_probabilities_above_the_size_it_keeps(tiny_llama, 
     batch = _batch(base.config.vocab_size)
     out = {}
     for keep in (1 << 40, 0):
-        monkeypatch.setattr(kernels, "KEEP_PROBS_BYTES", keep)
+        monkeypatch.setattr(profile.CPU, "keep_probs_bytes", keep)
         m = _lora(copy.deepcopy(base))
         kernels.fuse_lora(m)
         kernels.use_causal_attention(m)

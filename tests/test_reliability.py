@@ -224,21 +224,21 @@ def test_a_corrupt_line_inside_a_journal_is_an_error(tmp_path):
 
 
 def test_benchmark_run_resumes_per_example(tiny_llama, tmp_path, monkeypatch, capsys):
-    from tunebench.benchmarks import harness
     from tunebench.benchmarks.harness import run_bench
     from tunebench.benchmarks.tasks import resolve_tasks
     from tunebench.config import BenchConfig
+    from tunebench.models import profile
 
     tasks, _ = resolve_tasks(["glue/sst2", "bigbench/operators"])
     cfg, model = BenchConfig(batch_size=2, max_new_tokens=4), ModelConfig(model=str(tiny_llama))
-    rows = 2  # generation batches of 2 (not harness.GENERATE_ROWS), so that a cut lands inside a task
-    monkeypatch.setattr(harness, "GENERATE_ROWS", rows)
+    rows = 2  # generation batches of 2 (not the profile's generate_rows), so that a cut lands inside a task
+    monkeypatch.setattr(profile.CPU, "generate_rows", rows)
     run_bench(model, cfg, tasks, tmp_path / "whole", limit=6)
     _interrupt_after(monkeypatch, 5)  # sst2 done (3 batches), operators 2 batches in
     with pytest.raises(KeyboardInterrupt):
         run_bench(model, cfg, tasks, tmp_path / "cut", limit=6)
     monkeypatch.undo()
-    monkeypatch.setattr(harness, "GENERATE_ROWS", rows)
+    monkeypatch.setattr(profile.CPU, "generate_rows", rows)
     assert (tmp_path / "cut" / "tasks" / "glue__sst2.json").is_file()
     partial = tmp_path / "cut" / "tasks" / "bigbench__operators.partial.jsonl"
     assert len(partial.read_text().splitlines()) == 1 + 4

@@ -59,7 +59,15 @@ def _parser() -> argparse.ArgumentParser:
                 parents=[_common(suppress=False)])
     p.add_argument("--version", action="version", version=f"tunebench {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _stage_commands(sub)
+    _benchmark_commands(sub)
+    _data_commands(sub)
+    _tool_commands(sub)
+    return p
 
+
+def _stage_commands(sub) -> None:
+    """Run, prepare, train, generate and evaluate: the pipeline's stages."""
     r = _sub(sub, "run", help="run a recipe: prepare, evaluate base, train, evaluate tuned, compare")
     r.add_argument("recipe", help="recipe YAML file")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -89,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
         add_flags(g, ModelConfig)
         add_flags(g, GenerateConfig)
 
+
+def _benchmark_commands(sub) -> None:
+    """Bench and compare."""
     b = _sub(sub, "bench", help="score a model on benchmark tasks (results.json, examples.jsonl)")
     b.add_argument("--out", help="benchmark run directory")
     b.add_argument("--list", action="store_true", help="list every task and suite with sizes, then exit")
@@ -103,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="where compare.md / compare.json go (default: the tuned run's parent)")
     add_flags(c, CompareConfig)
 
+
+def _data_commands(sub) -> None:
+    """The template library and the contamination check."""
     tp = _sub(sub, "templates", help="the prompt-template library")
     tsub = tp.add_subparsers(dest="templates_command", required=True, metavar="ACTION")
     tl = _sub(tsub, "list", help="every task and its templates")
@@ -130,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     ct.add_argument("--out", help="where contamination.json goes [default: the --data directory]")
     add_flags(ct, ContaminationConfig, skip=("enabled",))
 
+
+def _tool_commands(sub) -> None:
+    """Report, chat and the model registry."""
     rp = _sub(sub, "report", help="one self-contained HTML report from run directories")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
     rp.add_argument("-o", "--output", default="report.html", help="HTML file to write [default: report.html]")
@@ -143,7 +160,6 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("--trust-remote-code", action="store_true")
 
     _sub(sub, "models", help="registered model names")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,29 +233,7 @@ def _dispatch(args) -> int | None:
     elif args.command == "bench":
         _bench(args)
     elif args.command == "compare":
-        from pathlib import Path
-
-        out = args.out or Path(args.tuned_run).resolve().parent
-        from .reports import compare as compare_mod
-
-        if args.more_runs or compare_mod.is_recipe_run(args.base_run):
-            c = compare_mod.compare_runs([args.base_run, args.tuned_run, *args.more_runs])
-            md, js = compare_mod.write_runs(c, out)
-            compare_mod.print_runs(c)
-        elif (Path(args.base_run) / "results.json").is_file():
-            from .reports import forgetting
-
-            c = forgetting.compare_bench(args.base_run, args.tuned_run)
-            md, js = forgetting.write(c, out)
-            forgetting.print_table(c)
-        else:
-            from .reports import compare
-
-            cfg = from_flags(CompareConfig, args)
-            c = compare.compare(args.base_run, args.tuned_run, cfg.examples)
-            md, js = compare.write(c, out)
-            compare.print_table(c)
-        print(f"written: {md}, {js}")
+        _compare(args)
     elif args.command == "templates":
         _templates(args)
     elif args.command == "contamination":
@@ -285,6 +279,29 @@ def _bench(args) -> None:
     tasks, suite_limit = resolve_tasks(cfg.task, cfg.suite)
     results = run_bench(from_flags(ModelConfig, args), cfg, tasks, args.out, cfg.limit or suite_limit)
     print(f"{args.out}/results.json: {len(results['tasks'])} tasks, macro average {results['aggregates']['macro']:.4f}")
+
+
+def _compare(args) -> None:
+    from pathlib import Path
+
+    from .io.layout import kind
+    from .reports import compare, forgetting
+
+    out = args.out or Path(args.tuned_run).resolve().parent
+    what = kind(args.base_run)
+    if args.more_runs or what == "recipe":
+        c = compare.compare_runs([args.base_run, args.tuned_run, *args.more_runs])
+        md, js = compare.write_runs(c, out)
+        compare.print_runs(c)
+    elif what == "bench":
+        c = forgetting.compare_bench(args.base_run, args.tuned_run)
+        md, js = forgetting.write(c, out)
+        forgetting.print_table(c)
+    else:
+        c = compare.compare(args.base_run, args.tuned_run, from_flags(CompareConfig, args).examples)
+        md, js = compare.write(c, out)
+        compare.print_table(c)
+    print(f"written: {md}, {js}")
 
 
 def _templates(args) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import difflib
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import UserError, UserErrors
+from .errors import UserError, UserErrors, suggest
 from .io import yamlfile
 from .io.yamlfile import Where, key_name
 
@@ -300,8 +299,7 @@ def _message(err: dict, loc: tuple) -> str:
     if err["type"] != "extra_forbidden":
         return err["msg"]
     known = _known_keys(Recipe, loc[:-1])
-    hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
-    return "unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(sorted(known))})")
+    return "unknown key" + suggest(loc[-1], known, f" (known: {', '.join(sorted(known))})")
 
 
 def _known_keys(model: type[BaseModel], loc) -> list[str]:

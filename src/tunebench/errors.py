@@ -16,3 +16,12 @@ class UserErrors(UserError):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
 
+
+
+def suggest(name: str, choices, otherwise: str = "") -> str:
+    """` (did you mean 'x'?)` when a known name is close to the unknown one, else `otherwise`
+    (e.g. ` (known: a, b)`): the tail of every "unknown ..." message."""
+    import difflib
+
+    hint = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f" (did you mean '{hint[0]}'?)" if hint else otherwise

@@ -19,6 +19,14 @@ from .config import (
 from .data.examples import SPLITS, load_prepared, prepare
 from .errors import UserError
 from .generation import generate
+from .io.layout import (
+    MANIFEST,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    PREDICTIONS_PARTIAL_FILE,
+    RecipeRun,
+    stage_config,
+)
 from .io.runs import Journal, Stage, completed, read_json, write_json, write_jsonl
 from .models.batching import Formatter
 from .reports import compare as compare_mod
@@ -87,7 +95,7 @@ def evaluation_of(recipe: Recipe) -> dict:
 def train_stage(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: Path | str, resume: bool = False) -> dict:
     from .training import train
 
-    config = {"model": model_cfg.model_dump(), "train": cfg.model_dump(), "data": str(data_dir)}
+    config = stage_config(data_dir, model=model_cfg, train=cfg)
     with Stage(out, "train", config) as st:
         summary = train(model_cfg, cfg, data_dir, out, resume=resume)
         st.extra["summary"] = summary
@@ -107,12 +115,12 @@ def generate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
         raise UserError(f"{data_dir}/{cfg.split}.jsonl: no examples to generate for")
     device = models.default_device()
     dtype = models.pick_dtype(cfg.precision, device)
-    config = {"model": model_cfg.model_dump(), "generate": cfg.model_dump(), "data": str(data_dir)}
+    config = stage_config(data_dir, model=model_cfg, generate=cfg)
     with Stage(out, "generate", config) as st:
         # batch size changes nothing but speed, so a resumed run may use another
         header = {**config, "generate": cfg.model_dump(exclude={"batch_size"}), "ids": _digest([e["id"] for e in examples])}
         model, tok, resolved = models.load(model_cfg.model, dtype, model_cfg.trust_remote_code)
-        journal = Journal(Path(out) / "predictions.partial.jsonl", header)
+        journal = Journal(Path(out) / PREDICTIONS_PARTIAL_FILE, header)
         if journal.note():
             print(f"[tunebench] {journal.note()}", flush=True)
         todo = [i for i in range(len(examples)) if str(i) not in journal.done]
@@ -126,7 +134,7 @@ def generate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
                             cfg.num_beams, desc=f"generate {Path(out).name}", on_batch=record)
         rows = [{"id": e["id"], "prompt": e["prompt"], "prediction": journal.done[str(i)]["prediction"],
                  "references": e.get("references") or [e["completion"]]} for i, e in enumerate(examples)]
-        write_jsonl(Path(out) / "predictions.jsonl", rows)
+        write_jsonl(Path(out) / PREDICTIONS_FILE, rows)
         journal.discard()
         st.extra["efficiency"] = {**stats, **_cost(model, stats, st.peak), "precision": str(dtype).replace("torch.", ""),
                                   "device": str(device), "resumed_examples": len(examples) - len(todo)}
@@ -155,15 +163,15 @@ def score_stage(out: Path | str, model_name: str, data: str, families: list[str]
     from .io.runs import read_jsonl
     from .metrics import score
 
-    rows = read_jsonl(Path(out) / "predictions.jsonl")
+    rows = read_jsonl(Path(out) / PREDICTIONS_FILE)
     preds = [r["prediction"] for r in rows]
     m = score(preds, [r["references"] for r in rows])
-    manifest = read_json(Path(out) / "run.json") if (Path(out) / "run.json").is_file() else {}
+    manifest = read_json(Path(out) / MANIFEST) if (Path(out) / MANIFEST).is_file() else {}
     metrics = {**m, "n": len(rows), "model": model_name, "data": data,
                "efficiency": manifest.get("efficiency")}
     if families:
         metrics["metrics"] = generation_families(m, preds, manifest.get("efficiency"), families)
-    write_json(Path(out) / "metrics.json", metrics)
+    write_json(Path(out) / METRICS_FILE, metrics)
     return metrics
 
 
@@ -197,21 +205,19 @@ def evaluate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
 
 def recipe_stages(recipe: Recipe) -> dict[str, tuple[Path, dict]]:
     """Directory and config of each resumable stage of a recipe run: a stage whose directory holds a
-    complete manifest with exactly this config is skipped (what `run` does and `run --check` says)."""
-    out = Path(recipe.out)
-    data_dir = out / "data"
-    tuned = tuned_model(recipe)
-    gen = recipe.evaluate.model_dump()
+    complete manifest with exactly this config is skipped (what `run` does and `run --check` says).
+    The stages themselves record the same configs (stage_config)."""
+    run = RecipeRun(Path(recipe.out))
     return {
-        "prepare": (data_dir, prepare_config(recipe.data, recipe.mixture, recipe.contamination, evaluation_of(recipe))),
-        "base": (out / "base", {"model": recipe.model.model_dump(), "generate": gen, "data": str(data_dir)}),
-        "train": (out / "train", {"model": recipe.model.model_dump(), "train": recipe.train.model_dump(), "data": str(data_dir)}),
-        "tuned": (out / "tuned", {"model": tuned.model_dump(), "generate": gen, "data": str(data_dir)}),
+        "prepare": (run.data, prepare_config(recipe.data, recipe.mixture, recipe.contamination, evaluation_of(recipe))),
+        "base": (run.base, stage_config(run.data, model=recipe.model, generate=recipe.evaluate)),
+        "train": (run.train, stage_config(run.data, model=recipe.model, train=recipe.train)),
+        "tuned": (run.tuned, stage_config(run.data, model=tuned_model(recipe), generate=recipe.evaluate)),
     }
 
 
 def tuned_model(recipe: Recipe) -> ModelConfig:
-    return recipe.model.model_copy(update={"model": str(Path(recipe.out) / "train")})
+    return recipe.model.model_copy(update={"model": str(RecipeRun(Path(recipe.out)).train)})
 
 
 def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
@@ -219,7 +225,7 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
 
     Stages already complete with the same settings are skipped, so an interrupted run continues.
     """
-    out = Path(recipe.out)
+    run = RecipeRun(Path(recipe.out))
     t0 = time.time()
     stages = recipe_stages(recipe)
     data_dir, base_dir, train_dir, tuned_dir = (stages[k][0] for k in ("prepare", "base", "train", "tuned"))
@@ -248,18 +254,18 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
 
         print(f"[tunebench]     {contam.summary_line(read_json(data_dir / 'contamination.json'))}")
     say(f"evaluate base model -> {base_dir}")
-    if not (skip("base") and (base_dir / "metrics.json").is_file()):
+    if not (skip("base") and (base_dir / METRICS_FILE).is_file()):
         evaluate_stage(recipe.model, recipe.evaluate, data_dir, base_dir)
     say(f"train ({recipe.train.method}) -> {train_dir}")
     if not skip("train"):
         train_stage(recipe.model, recipe.train, data_dir, train_dir, resume=True)
     say(f"evaluate tuned model -> {tuned_dir}")
     tuned = tuned_model(recipe)
-    if not (skip("tuned") and (tuned_dir / "metrics.json").is_file()):
+    if not (skip("tuned") and (tuned_dir / METRICS_FILE).is_file()):
         evaluate_stage(tuned, recipe.evaluate, data_dir, tuned_dir)
-    say(f"compare -> {out}/compare.md")
+    say(f"compare -> {run.file('compare.md')}")
     c = compare_mod.compare(base_dir, tuned_dir, recipe.compare.examples)
-    compare_mod.write(c, out)
+    compare_mod.write(c, run.root)
     compare_mod.print_table(c)
     result = {"compare": c}
     if forgetting:
@@ -269,16 +275,16 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
 
         tasks, suite_limit = resolve_tasks(forgetting.task, forgetting.suite)
         limit = forgetting.limit or suite_limit
-        say(f"benchmark base and tuned models ({len(tasks)} tasks) -> {out}/base-bench, {out}/tuned-bench")
-        run_bench(recipe.model, forgetting, tasks, out / "base-bench", limit)
-        run_bench(tuned, forgetting, tasks, out / "tuned-bench", limit)
-        say(f"forgetting report -> {out}/forgetting.md")
-        f = forgetting_mod.compare_bench(out / "base-bench", out / "tuned-bench")
-        forgetting_mod.write(f, out)
+        say(f"benchmark base and tuned models ({len(tasks)} tasks) -> {run.base_bench}, {run.tuned_bench}")
+        run_bench(recipe.model, forgetting, tasks, run.base_bench, limit)
+        run_bench(tuned, forgetting, tasks, run.tuned_bench, limit)
+        say(f"forgetting report -> {run.file('forgetting.md')}")
+        f = forgetting_mod.compare_bench(run.base_bench, run.tuned_bench)
+        forgetting_mod.write(f, run.root)
         forgetting_mod.print_table(f)
         result["forgetting"] = f
-    write_json(out / "recipe.json", {"recipe": recipe.model_dump(), "wall_time_s": round(time.time() - t0, 1)})
+    write_json(run.recipe, {"recipe": recipe.model_dump(), "wall_time_s": round(time.time() - t0, 1)})
     from .reports.html import write as write_report
 
-    print(f"[tunebench] report -> {write_report([out], out / 'report.html')}")
+    print(f"[tunebench] report -> {write_report([run.root], run.report)}")
     return result

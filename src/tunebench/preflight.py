@@ -16,6 +16,7 @@ from typing import Callable
 from .config import Recipe, RecipeFile, broken, read_recipe, validate_recipe
 from .errors import UserError, UserErrors
 from .io import locations
+from .io.layout import MANIFEST, METRICS_FILE, PREDICTIONS_PARTIAL_FILE, RecipeRun
 
 # the module each tracker of train.report_to imports
 TRACKER_MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
@@ -189,7 +190,7 @@ def plan(recipe: Recipe, rf: RecipeFile, facts: dict, fresh: bool = False) -> li
     """What `run` will do with this recipe: stages, example counts, what is skipped or resumed, where results land."""
     from .pipeline import recipe_stages
 
-    out = Path(recipe.out)
+    run = RecipeRun(Path(recipe.out))
     stages = recipe_stages(recipe)
     forgetting = facts.get("forgetting")
     total = 7 if forgetting else 5
@@ -221,7 +222,7 @@ def plan(recipe: Recipe, rf: RecipeFile, facts: dict, fresh: bool = False) -> li
     n_eval = min(n_eval, ev.limit) if n_eval is not None and ev.limit else n_eval
     gen = (f"{n_eval if n_eval is not None else '?'} {ev.split} examples, batch {ev.batch_size}, up to "
            f"{ev.max_new_tokens} new tokens" + (f", beams {ev.num_beams}" if ev.num_beams > 1 else ""))
-    stage(2, "evaluate base", stages["base"][0], gen, _state(stages["base"], fresh, "metrics.json"))
+    stage(2, "evaluate base", stages["base"][0], gen, _state(stages["base"], fresh, METRICS_FILE))
     t = recipe.train
     n_train = recipe.mixture.total if recipe.mixture is not None else counts.get("train")
     if t.max_steps:
@@ -233,17 +234,17 @@ def plan(recipe: Recipe, rf: RecipeFile, facts: dict, fresh: bool = False) -> li
     stage(3, f"train ({t.method})", stages["train"][0],
           f"{n_train if n_train is not None else '?'} examples x {t.epochs} epoch(s), batch {t.batch_size}x{t.grad_accum}: {steps}; "
           f"checkpoint every {t.save_every}", _state(stages["train"], fresh))
-    stage(4, "evaluate tuned", stages["tuned"][0], gen, _state(stages["tuned"], fresh, "metrics.json"))
-    stage(5, "compare", out / "compare.md", f"{recipe.compare.examples} side-by-side examples; always redone")
+    stage(4, "evaluate tuned", stages["tuned"][0], gen, _state(stages["tuned"], fresh, METRICS_FILE))
+    stage(5, "compare", run.file("compare.md"), f"{recipe.compare.examples} side-by-side examples; always redone")
     if forgetting:
         from .benchmarks.tasks import example_count
 
         tasks, limit = forgetting["tasks"], forgetting["limit"]
-        stage(6, "benchmark", f"{out / 'base-bench'}, {out / 'tuned-bench'}",
+        stage(6, "benchmark", f"{run.base_bench}, {run.tuned_bench}",
               f"{len(tasks)} tasks, {example_count(tasks, limit)} examples per model, scored {recipe.forgetting.scoring}",
-              "; ".join(_bench_state(out / d, len(tasks)) for d in ("base-bench", "tuned-bench")))
-        stage(7, "forgetting", out / "forgetting.md", "paired bootstrap and Holm-adjusted verdict per task")
-    lines.append(f"  report     {out / 'report.html'}")
+              "; ".join(_bench_state(d, len(tasks)) for d in (run.base_bench, run.tuned_bench)))
+        stage(7, "forgetting", run.file("forgetting.md"), "paired bootstrap and Holm-adjusted verdict per task")
+    lines.append(f"  report     {run.report}")
     return lines
 
 
@@ -261,11 +262,11 @@ def _state(stage: tuple[Path, dict], fresh: bool, needs: str | None = None) -> s
     ckpts = _checkpoints(d)
     if ckpts:
         return f"resumes from {ckpts[-1]}"
-    partial = d / "predictions.partial.jsonl"
+    partial = d / PREDICTIONS_PARTIAL_FILE
     if partial.is_file():
         done = max(0, sum(1 for _ in partial.open(encoding="utf-8")) - 1)
         return f"resumes: {done} predictions already journaled"
-    if (d / "run.json").is_file():
+    if (d / MANIFEST).is_file():
         return "redone (made with other settings)"
     return "runs"
 

@@ -26,6 +26,7 @@ from ..metrics.helm import (
     toxicity,
 )
 from ..models.batching import Formatter
+from ..models.profile import profile_for
 from . import bigbench_metrics as bbm
 from .bigbench import MAX_LENGTH
 from .perturbations import FAIRNESS, ROBUSTNESS, seeded
@@ -53,11 +54,6 @@ DEVIATIONS = {"bigbench": [
 ]}
 DEFAULT_NEW_TOKENS = {"bigbench": MAX_LENGTH, "lm-eval": 32}
 
-# Generating tasks decode up to this many examples in lock step, whatever --batch-size (questions
-# per scoring forward) says: W2's batch. A decode step costs about the same for 8 rows as for 64 on
-# a CPU (it reads the weights either way), so BIG-bench's 256-token continuations of 100 examples
-# take a fifth of the time they take 8 at a time.
-GENERATE_ROWS = 64
 
 
 def run_bench(model_cfg, cfg, tasks: list[Task], out: Path | str, limit: int | None) -> dict:
@@ -298,7 +294,8 @@ class _Pass:
                 self.journal.append([{"key": f"{tag}:{todo[j]}", "text": o} for j, o in zip(idx, outs)])
 
         kw = {} if spec is None else {"strip": False, "settled": lambda t: bbm.settled(t, spec.stop_string, spec.output_regex)}
-        outs, stats = generate(self.model, self.fmt, [examples[i].context for i in todo], max(self.cfg.batch_size, GENERATE_ROWS),
+        rows = max(self.cfg.batch_size, profile_for(self.model.device).generate_rows)  # decode steps cost ~the same for 8 or 64
+        outs, stats = generate(self.model, self.fmt, [examples[i].context for i in todo], rows,
                                self.cfg.max_new_tokens or DEFAULT_NEW_TOKENS[self.convention], on_batch=record,
                                desc=desc, progress=progress, **kw)
         if self.journal is None:

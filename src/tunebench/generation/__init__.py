@@ -1,9 +1,10 @@
 """Batched generation, longest batches first.
 
-Greedy decoding of the decoder families in _SLOT_FAMILIES runs through `greedy_decode` (grouped
+Greedy decoding of the decoder families in models.CACHE_API_FAMILIES runs through `greedy_decode` (grouped
 prefill, an in-place KV buffer, a bf16-screened exact argmax, finished rows leaving the batch);
 everything else (beams, encoder-decoders, other families, logits processors) through
-transformers' `generate` with left padding.
+transformers' `generate` with left padding. `chat`: talk to a base or tuned model in the training
+prompt format. Imports models and data.
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicLayer
 
+from ..models import CACHE_API_FAMILIES
 from ..models.batching import Formatter, budget_batches
+from ..models.profile import DeviceProfile, profile_for
 
 
 def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, max_new_tokens: int = 96,
@@ -43,8 +46,8 @@ def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, ma
     model.eval()
     # Sorting by length keeps padding (wasted compute) small within each batch.
     with tqdm(total=len(prompts), desc=desc, unit="ex", dynamic_ncols=True, disable=not progress) as bar:
-        # greedy_decode's cache holds at most batch_size rows of 512 tokens: fewer rows when prompts are long
-        budget = batch_size * DECODE_ROW_TOKENS if greedy_slots else float("inf")
+        # greedy_decode's cache holds at most batch_size rows of decode_row_tokens: fewer rows when prompts are long
+        budget = batch_size * profile_for(device).decode_row_tokens if greedy_slots else float("inf")
         head = GreedyHead.for_model(model) if greedy_slots else None
         for idx in budget_batches([len(e) for e in encoded], batch_size, budget, max_new_tokens,
                                   _step_cost(model) if greedy_slots else None):
@@ -75,17 +78,6 @@ def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, ma
 
 # ---------------------------------------------------------------------------- greedy decoding
 
-DECODE_ROW_TOKENS = 512
-# A prompt prefilled after a cached prefix takes SDPA's masked path (slightly slower per token than
-# the causal one): sharing pays once the prefix is a few tokens long.
-SHARED_PREFIX_MIN = 8
-# Prefill matmuls of ~200 rows (one dialogue) run at ~80% of the CPU's fp32 peak, of ~1000 rows at
-# ~98%: near-equal prompts are prefilled together, padded to the longest, while padding stays small.
-PREFILL_TOKENS = 1024
-PREFILL_PADDING = 0.05
-# Decoder families whose attention reads the cache through the standard Cache API (no sliding
-# window, no recurrent state): the only ones greedy_decode is used for; others go to generate().
-_SLOT_FAMILIES = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "olmo", "olmo2"}
 # generation_config fields that make greedy decoding more than an argmax (generate() applies them)
 _PROCESSORS = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_words_ids": None, "min_length": 0,
                "min_new_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
@@ -95,7 +87,7 @@ _PROCESSORS = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_words_
 
 def supports_greedy_decode(model) -> bool:
     cfg, gc = model.config, model.generation_config
-    if cfg.model_type not in _SLOT_FAMILIES or getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
+    if cfg.model_type not in CACHE_API_FAMILIES or getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
         return False
     if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or []):
         return False
@@ -242,7 +234,7 @@ def _prefill(model, prompts: list[list[int]], longest: int, width: int,
     """Each prompt's cache written right-aligned into its row of one preallocated buffer per layer,
     and each prompt's greedy first token. A shared prefix is computed once and copied. Prompts of
     near-equal length are prefilled together (right-padded, which a causal model needs no mask
-    for), so each forward's matmuls are about PREFILL_TOKENS rows tall."""
+    for), so each forward's matmuls are about the device profile's prefill_tokens rows tall."""
     from transformers.cache_utils import Cache, DynamicCache
 
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
@@ -251,13 +243,14 @@ def _prefill(model, prompts: list[list[int]], longest: int, width: int,
     shape = (len(prompts), kv_heads, width, head_dim)
     bufs = [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
             for _ in range(cfg.num_hidden_layers)]
-    shared = _shared_prefix(prompts)
+    prof = profile_for(device)
+    shared = _shared_prefix(prompts, prof)
     decoder, last = model.get_decoder(), {}
     kw = _cache_keyword(decoder)
     prefix = DynamicCache()
     if shared:
         decoder(input_ids=torch.tensor([prompts[0][:shared]], device=device), **{kw: prefix}, use_cache=True)
-    for group in _prefill_groups([len(p) - shared for p in prompts]):
+    for group in _prefill_groups([len(p) - shared for p in prompts], prof):
         n = len(prompts[group[0]]) - shared
         # a small buffer for the group (prefix + own tokens), copied into the rows afterwards
         temp = [(torch.empty((len(group), kv_heads, shared + n, head_dim), dtype=dtype, device=device),
@@ -279,15 +272,15 @@ def _prefill(model, prompts: list[list[int]], longest: int, width: int,
     return [SlotLayer(k, v, longest) for k, v in bufs], first
 
 
-def _prefill_groups(lengths: list[int]) -> list[list[int]]:
-    """Prompts prefilled together: neighbours in length order, up to PREFILL_TOKENS padded tokens
-    per group and at most PREFILL_PADDING of them padding."""
+def _prefill_groups(lengths: list[int], prof: DeviceProfile) -> list[list[int]]:
+    """Prompts prefilled together: neighbours in length order, up to prof.prefill_tokens padded
+    tokens per group and at most prof.prefill_padding of them padding."""
     groups: list[list[int]] = []
     real = 0  # the last group's unpadded tokens
     for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
         g = groups[-1] if groups else None
         padded = (len(g) + 1) * lengths[g[0]] if g else 0
-        if g and padded <= PREFILL_TOKENS and padded - real - lengths[i] <= PREFILL_PADDING * padded:
+        if g and padded <= prof.prefill_tokens and padded - real - lengths[i] <= prof.prefill_padding * padded:
             g.append(i)
             real += lengths[i]
         else:
@@ -296,7 +289,7 @@ def _prefill_groups(lengths: list[int]) -> list[list[int]]:
     return groups
 
 
-def _shared_prefix(prompts: list[list[int]]) -> int:
+def _shared_prefix(prompts: list[list[int]], prof: DeviceProfile) -> int:
     """Length of the prefix every prompt shares, when it is worth prefilling once (each prompt
     keeps at least one token of its own: its last position gives the first logits)."""
     if len(prompts) < 2:
@@ -307,7 +300,7 @@ def _shared_prefix(prompts: list[list[int]]) -> int:
             break
         n += 1
     n = min(n, min(len(p) for p in prompts) - 1)
-    return n if n >= SHARED_PREFIX_MIN else 0
+    return n if n >= prof.shared_prefix_min else 0
 
 
 def _step_cost(model) -> float:

@@ -14,6 +14,7 @@ import torch
 
 from .. import models
 from ..errors import UserError
+from ..io.layout import RUN_MODEL_FILE
 from ..models.batching import Formatter
 from . import generate
 
@@ -28,9 +29,9 @@ def _load(name: str, trust_remote_code: bool, chat_template: str):
 
 
 def base_of(run: str) -> str:
-    info = Path(run) / models.RUN_MODEL_FILE
+    info = Path(run) / RUN_MODEL_FILE
     if not info.is_file():
-        raise UserError(f"{run}: --compare needs a training run directory (with {models.RUN_MODEL_FILE})")
+        raise UserError(f"{run}: --compare needs a training run directory (with {RUN_MODEL_FILE})")
     return json.loads(info.read_text())["base_model"]
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import UserError
-
-MANIFEST = "run.json"
+from .layout import MANIFEST
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:

@@ -4,6 +4,10 @@ The embedded default, SmolLM2-135M-Instruct, ships as a Q4_1 GGUF inside the `ll
 package. transformers dequantizes it to fp32 but then flags the model as quantized, which stops
 training and saving; we clear that flag once and cache the result as safetensors, so later loads
 take a tenth of a second instead of twenty.
+
+The package also holds what runs inside a model: `kernels` (fused LoRA, attention and RMSNorm
+autograd functions), `batching` (prompt formatting, encoding, length-grouped and packed batches)
+and `profile` (the device-specific sizes). Imports io only.
 """
 from __future__ import annotations
 
@@ -18,15 +22,17 @@ from typing import Callable, Optional
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, suggest
+from ..io.layout import RUN_MODEL_FILE
 from ..io.locations import hub_offline, is_hub_id
 from ..io.runs import read_json
-
-RUN_MODEL_FILE = "tunebench_model.json"
 
 # Decoder-only families whose logits are exactly lm_head(last hidden state) (no soft-capping or
 # logit scaling): for them training and scoring project only the positions that need a logit.
 HEAD_OF_HIDDEN = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi3", "olmo", "olmo2", "smollm3"}
+# Decoder families whose attention reads the cache through the standard Cache API (no sliding
+# window, no recurrent state): generation's greedy_decode serves only these; others go to generate().
+CACHE_API_FAMILIES = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "olmo", "olmo2"}
 
 
 @dataclass
@@ -116,10 +122,8 @@ def resolve(name: str, materialise: bool = True) -> ResolvedModel:
     if p.exists():
         raise UserError(f"{name}: not a model directory")
     if "/" not in name:
-        import difflib
-
-        hint = difflib.get_close_matches(name, list(REGISTRY), n=1)
-        raise UserError(f"unknown model '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else f" (registered: {', '.join(REGISTRY)}; or a local directory or Hub id like org/name)"))
+        raise UserError(f"unknown model '{name}'" + suggest(name, REGISTRY, f" (registered: {', '.join(REGISTRY)}; "
+                                                                  "or a local directory or Hub id like org/name)"))
     if not is_hub_id(name):
         raise UserError(f"{name}: no such model directory (registered names: {', '.join(REGISTRY)})")
     if hub_offline():
@@ -161,9 +165,7 @@ def load_model(resolved: ResolvedModel, dtype: torch.dtype = torch.float32, trus
                merge_adapter: bool = True):
     """Load weights (safetensors preferred; .bin only through torch's weights_only loader)."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # a per-tensor bar for a sub-second load: noise between our own
     seq2seq = getattr(_config(resolved.path, trust_remote_code), "is_encoder_decoder", False)
     cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     try:

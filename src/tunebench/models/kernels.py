@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .profile import profile_for
+
 ATTENTION = "tunebench_causal"
 
 
@@ -225,11 +227,6 @@ def causal_attention(module, query, key, value, attention_mask, scaling=None, dr
     return out.view(b, h, n, d).transpose(1, 2).contiguous(), None
 
 
-# Attention probabilities are the largest thing a long batch keeps for backward (8 x 510 tokens:
-# 36 MB per layer, 1.1 GB over SmolLM2's 30). Above this size per layer backward recomputes them
-# from q and k (one more matmul and softmax, a few percent of such a step) instead of keeping them;
-# the usual batch keeps them and pays nothing.
-KEEP_PROBS_BYTES = 16 * 2**20
 
 
 class CausalAttentionFn(torch.autograd.Function):
@@ -237,7 +234,7 @@ class CausalAttentionFn(torch.autograd.Function):
 
     Autograd through the same ops keeps the fp32 softmax output and the bf16 probabilities and
     walks the casts back in fp32; this keeps only the probabilities in the compute dtype (or, for
-    long batches, nothing beyond q, k, v: see KEEP_PROBS_BYTES) and runs the fused softmax
+    long batches, nothing beyond q, k, v: see DeviceProfile.keep_probs_bytes) and runs the fused softmax
     backward on them: 2.5x faster per layer and a third of the memory.
     """
 
@@ -252,7 +249,8 @@ class CausalAttentionFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, scale):
         p = CausalAttentionFn._probs(q, k, scale)
-        ctx.keep = p.numel() * p.element_size() <= KEEP_PROBS_BYTES
+        # the largest thing a long batch keeps for backward: recomputed above the device profile's size
+        ctx.keep = p.numel() * p.element_size() <= profile_for(p.device).keep_probs_bytes
         ctx.save_for_backward(q, k, v, *([p] if ctx.keep else []))
         ctx.scale = scale
         return torch.matmul(p, v)

@@ -5,6 +5,14 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
+from ..io.layout import (
+    MANIFEST,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    RESULTS_FILE,
+    RecipeRun,
+    kind,
+)
 from ..io.runs import atomic_write_text, read_json, read_jsonl, write_json
 from ..metrics import SENTENCE_SPLITTER, per_example_rouge
 
@@ -13,9 +21,9 @@ METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")
 
 def load_eval_run(run: Path | str) -> tuple[dict, list[dict]]:
     run = Path(run)
-    if not (run / "metrics.json").is_file():
+    if not (run / METRICS_FILE).is_file():
         raise UserError(f"{run}: not an evaluation run (no metrics.json; run `tunebench evaluate --out {run}`)")
-    return read_json(run / "metrics.json"), read_jsonl(run / "predictions.jsonl")
+    return read_json(run / METRICS_FILE), read_jsonl(run / PREDICTIONS_FILE)
 
 
 def compare(base_run: Path | str, tuned_run: Path | str, n_examples: int = 3) -> dict:
@@ -105,13 +113,8 @@ def print_table(c: dict) -> None:
 
 # ---------------------------------------------------------------------------- several recipe runs
 
-def is_recipe_run(path: Path | str) -> bool:
-    p = Path(path)
-    return (p / "base" / "metrics.json").is_file() and (p / "tuned" / "metrics.json").is_file()
-
-
 def _eval_set(run: Path) -> list:
-    return [(r["id"], r["prompt"], r["references"]) for r in read_jsonl(run / "predictions.jsonl")]
+    return [(r["id"], r["prompt"], r["references"]) for r in read_jsonl(run / PREDICTIONS_FILE)]
 
 
 def compare_runs(runs: list[Path | str]) -> dict:
@@ -130,29 +133,29 @@ def compare_runs(runs: list[Path | str]) -> dict:
         # a column per run, named after its directory; the same name twice gets a number
         names[i] = r.name if [x.name for x in runs].count(r.name) == 1 else f"{r.name}#{i + 1}"
     for r in runs:
-        if not is_recipe_run(r):
+        if kind(r) != "recipe":
             raise UserError(f"{r}: not a recipe run directory (needs base/metrics.json and tuned/metrics.json)")
     first = runs[0]
-    reference_set = _eval_set(first / "base")
-    base_m = read_json(first / "base" / "metrics.json")
-    columns = [{"name": "base", "run": str(first / "base"), "model": base_m.get("model"), "metrics": base_m}]
+    reference_set = _eval_set(RecipeRun(first).base)
+    base_m = read_json(RecipeRun(first).base / METRICS_FILE)
+    columns = [{"name": "base", "run": str(RecipeRun(first).base), "model": base_m.get("model"), "metrics": base_m}]
     notes = []
     for i, r in enumerate(runs):
-        if _eval_set(r / "tuned") != reference_set:
+        if _eval_set(RecipeRun(r).tuned) != reference_set:
             raise UserError(f"{r}/tuned and {first}/base were evaluated on different examples or prompts: not comparable")
-        b = read_json(r / "base" / "metrics.json")
+        b = read_json(RecipeRun(r).base / METRICS_FILE)
         if r != first and any(abs(b[k] - base_m[k]) > 1e-9 for k in METRICS):
             notes.append(f"{r}/base scored differently from {first}/base (rouge1 {b['rouge1']:.4f} vs {base_m['rouge1']:.4f})")
-        m = read_json(r / "tuned" / "metrics.json")
-        columns.append({"name": names[i], "run": str(r / "tuned"), "model": m.get("model"), "metrics": m,
+        m = read_json(RecipeRun(r).tuned / METRICS_FILE)
+        columns.append({"name": names[i], "run": str(RecipeRun(r).tuned), "model": m.get("model"), "metrics": m,
                         "training": _training_of(r)})
     # forgetting suite: the base bench of the first run, then each run's tuned bench
     bench_cols = []
-    if (first / "base-bench" / "results.json").is_file():
-        bench_cols.append(("base", load_results(first / "base-bench")))
+    if (RecipeRun(first).base_bench / RESULTS_FILE).is_file():
+        bench_cols.append(("base", load_results(RecipeRun(first).base_bench)))
     for i, r in enumerate(runs):
-        if (r / "tuned-bench" / "results.json").is_file():
-            bench_cols.append((names[i], load_results(r / "tuned-bench")))
+        if (RecipeRun(r).tuned_bench / RESULTS_FILE).is_file():
+            bench_cols.append((names[i], load_results(RecipeRun(r).tuned_bench)))
         else:
             notes.append(f"{r}: no tuned-bench/ (forgetting suite not run)")
     for name, res in bench_cols:
@@ -171,8 +174,8 @@ def compare_runs(runs: list[Path | str]) -> dict:
                     if bench_rows and all(r[name] is not None for r in bench_rows) else None) for name, _ in bench_cols}
     verdicts = {}
     for i, r in enumerate(runs):
-        if (r / "forgetting.json").is_file():
-            verdicts[names[i]] = read_json(r / "forgetting.json")["summary"]
+        if RecipeRun(r).file("forgetting.json").is_file():
+            verdicts[names[i]] = read_json(RecipeRun(r).file("forgetting.json"))["summary"]
     return {"runs": [str(r) for r in runs], "data": base_m.get("data"), "n": base_m.get("n"),
             "summarization": [{"name": c["name"], "run": c["run"], "model": c["model"], "training": c.get("training"),
                                **{k: c["metrics"][k] for k in METRICS}} for c in columns],
@@ -182,7 +185,7 @@ def compare_runs(runs: list[Path | str]) -> dict:
 
 def _training_of(run: Path) -> str:
     """A few words on how a run was trained, from its prepared data's manifest."""
-    manifest = run / "data" / "run.json"
+    manifest = RecipeRun(run).data / MANIFEST
     if not manifest.is_file():
         return ""
     s = read_json(manifest).get("summary", {})

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..benchmarks.harness import load_results
 from ..errors import UserError
+from ..io.layout import RUN_MODEL_FILE
 from ..io.runs import atomic_write_text, write_json
 from ..metrics.helm import FAMILIES, family_rows
 
@@ -59,9 +60,9 @@ def _verdict(significant: bool, delta: float) -> str:
 def _method(run: dict) -> str:
     adapter = run.get("adapter")
     info = None
-    for p in (Path(run.get("model", "")) / "tunebench_model.json",):
-        if p.is_file():
-            info = json.loads(p.read_text())
+    p = Path(run.get("model", "")) / RUN_MODEL_FILE
+    if p.is_file():
+        info = json.loads(p.read_text())
     if info:
         return {"lora": "LoRA", "full": "full fine-tuning"}.get(info.get("method"), info.get("method", "tuned"))
     return "LoRA" if adapter else "tuned"

@@ -14,6 +14,16 @@ from pathlib import Path
 import jinja2
 
 from ..errors import UserError
+from ..io.layout import (
+    BENCH_EXAMPLES_FILE,
+    LOG_FILE,
+    MANIFEST,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    RESULTS_FILE,
+    RecipeRun,
+    training_dir,
+)
 from ..io.runs import atomic_write_text
 
 _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "report_templates"),
@@ -151,8 +161,8 @@ def word_diff(a: str, b: str) -> tuple[str, str]:
 
 
 def _examples(base_dir: Path, tuned_dir: Path, n: int = 6) -> list[dict]:
-    base = _jsonl(base_dir / "predictions.jsonl")
-    tuned = {r["id"]: r for r in _jsonl(tuned_dir / "predictions.jsonl")}
+    base = _jsonl(base_dir / PREDICTIONS_FILE)
+    tuned = {r["id"]: r for r in _jsonl(tuned_dir / PREDICTIONS_FILE)}
     out = []
     for r in base[:n]:
         t = tuned.get(r["id"])
@@ -169,41 +179,41 @@ def _section_for(run: Path) -> dict:
     """Everything found in one directory: a recipe run, or a single stage's directory."""
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
+    layout = RecipeRun(run)
     s: dict = {"path": str(run), "title": run.name}
-    recipe = _json(run / "recipe.json")
-    stage = _json(run / "run.json")
-    s["recipe"] = recipe
-    train_dir = run / "train" if (run / "train").is_dir() else (run if (run / "log.jsonl").is_file() else None)
+    stage = _json(run / MANIFEST)
+    s["recipe"] = _json(layout.recipe)
+    train_dir = training_dir(run)
     if train_dir is not None:
-        s["train_manifest"] = _json(train_dir / "run.json")
-        s["loss_plot"] = loss_plot(_jsonl(train_dir / "log.jsonl"))
-    data_manifest = _json(run / "data" / "run.json")
+        s["train_manifest"] = _json(train_dir / MANIFEST)
+        s["loss_plot"] = loss_plot(_jsonl(train_dir / LOG_FILE))
+    data_manifest = _json(layout.data / MANIFEST)
     if data_manifest:
         s["data"] = data_manifest.get("summary")
-    compare = _json(run / "compare.json")
+    compare = _json(layout.file("compare.json"))
     if compare:
         # a recipe run holds its evaluations; compare.json's paths are relative to where it ran
-        base_dir = run / "base" if (run / "base").is_dir() else Path(compare["base_run"])
-        tuned_dir = run / "tuned" if (run / "tuned").is_dir() else Path(compare["tuned_run"])
+        base_dir = layout.base if layout.base.is_dir() else Path(compare["base_run"])
+        tuned_dir = layout.tuned if layout.tuned.is_dir() else Path(compare["tuned_run"])
         s["compare"] = compare
         s["metrics_plot"] = metrics_plot(compare["metrics"])
         s["examples"] = _examples(base_dir, tuned_dir)
-        s["efficiency"] = [{"run": d.name, **((_json(d / "metrics.json") or {}).get("efficiency") or {})}
+        s["efficiency"] = [{"run": d.name, **((_json(d / METRICS_FILE) or {}).get("efficiency") or {})}
                            for d in (base_dir, tuned_dir)]
-    elif (run / "metrics.json").is_file():
-        s["metrics"] = _json(run / "metrics.json")
-    forgetting = _json(run / "forgetting.json")
+    elif (run / METRICS_FILE).is_file():
+        s["metrics"] = _json(run / METRICS_FILE)
+    forgetting = _json(layout.file("forgetting.json"))
     if forgetting:
         s["forgetting"] = forgetting
         s["forgetting_plot"] = forgetting_plot(forgetting)
-    benches = [d for d in (run / "base-bench", run / "tuned-bench", run) if (d / "results.json").is_file()]
-    s["benches"] = [{"name": d.name, **_json(d / "results.json")} for d in benches]
-    s["reliability_plot"] = reliability_plot({d.name: _jsonl(d / "examples.jsonl") for d in benches}) if benches else None
-    manifests = [m for m in (stage, s.get("train_manifest"), _json(run / "base" / "run.json")) if m]
+    benches = [d for d in (layout.base_bench, layout.tuned_bench, run) if (d / RESULTS_FILE).is_file()]
+    s["benches"] = [{"name": d.name, **_json(d / RESULTS_FILE)} for d in benches]
+    s["reliability_plot"] = reliability_plot({d.name: _jsonl(d / BENCH_EXAMPLES_FILE) for d in benches}) if benches else None
+    manifests = [m for m in (stage, s.get("train_manifest"), _json(layout.base / MANIFEST)) if m]
     s["environment"] = manifests[0]["environment"] if manifests else None
     s["stages"] = [{"stage": p.parent.name if p.parent != run else m.get("stage"), "wall_time_s": m.get("wall_time_s"),
                     "started": m.get("started")}
-                   for p in sorted(run.glob("*/run.json")) + [run / "run.json"] if (m := _json(p))]
+                   for p in sorted(run.glob(f"*/{MANIFEST}")) + [run / MANIFEST] if (m := _json(p))]
     if not any(s.get(k) for k in ("recipe", "compare", "metrics", "forgetting", "loss_plot")) and not s["benches"]:
         raise UserError(f"{run}: nothing to report (no recipe.json, compare.json, metrics.json, log.jsonl or results.json)")
     return s
