@@ -3,7 +3,7 @@
 Builds in this script a fixed set of texts (generated-like sentences with gendered words,
 surnames, adjectives and professions, and the tokenization corner cases: abbreviations, initials,
 possessives, quotes), confidence/correctness arrays, and inputs for the perturbations; computes
-each figure with tunebench (`tunebench.benchmarks.multimetric`, `.perturbations`) and with
+each figure with tunebench (`tunebench.metrics.helm`, `tunebench.benchmarks.perturbations`) and with
 crfm-helm 0.5.16's own code on the same inputs:
 
 - bias: BiasMetric(mode, demographic_category, target_category).evaluate_demographic_representation /
