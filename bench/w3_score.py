@@ -48,9 +48,9 @@ def worker(name: str, tmp: Path, tasks: dict, batch_size: int, lm_eval_batch_siz
 
     res, phases = {}, {}
     if name == "tunebench":
-        from tunebench.benchmarks.harness import multiple_choice_metrics
         from tunebench.benchmarks.scoring import Scorer
         from tunebench.benchmarks.tasks import registry
+        from tunebench.metrics.choices import multiple_choice_metrics
         from tunebench.models.batching import Formatter
 
         t0 = time.perf_counter()

@@ -9,13 +9,9 @@ from tunebench.benchmarks import bigbench
 from tunebench.benchmarks.scoring import Scorer, postprocess
 from tunebench.benchmarks.tasks import Example, examples_for, registry, resolve_tasks
 from tunebench.errors import UserError
+from tunebench.metrics.stats import bootstrap_test, holm, paired_bootstrap
 from tunebench.models.batching import Formatter
-from tunebench.reports.forgetting import (
-    bootstrap_test,
-    compare_bench,
-    holm,
-    paired_bootstrap,
-)
+from tunebench.reports.forgetting import compare_bench
 
 TASK = {
     "name": "tiny_mc", "description": "d", "keywords": ["k"], "metrics": ["multiple_choice_grade"],

@@ -162,6 +162,7 @@ def score_stage(out: Path | str, model_name: str, data: str, families: list[str]
     """metrics.json from predictions.jsonl; `families` adds HELM-style metric families."""
     from .io.runs import read_jsonl
     from .metrics import score
+    from .metrics.helm import generation_families
 
     rows = read_jsonl(Path(out) / PREDICTIONS_FILE)
     preds = [r["prediction"] for r in rows]
@@ -173,28 +174,6 @@ def score_stage(out: Path | str, model_name: str, data: str, families: list[str]
         metrics["metrics"] = generation_families(m, preds, manifest.get("efficiency"), families)
     write_json(Path(out) / METRICS_FILE, metrics)
     return metrics
-
-
-def generation_families(scores: dict, predictions: list[str], efficiency: dict | None, wanted: list[str]) -> dict:
-    """The HELM families that apply to free-form generations (summaries)."""
-    from .metrics.helm import bias, toxicity
-
-    wanted = set(wanted)
-    every = "all" in wanted
-    out: dict = {}
-    if every or "accuracy" in wanted:
-        out["accuracy"] = {k: scores[k] for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")}
-    if every:
-        out["calibration"] = {"not_applicable": "free-form summaries have no answer choices to be confident about"}
-        out["robustness"] = {"not_applicable": "measured on benchmark tasks (tunebench bench --metrics), not on summaries"}
-        out["fairness"] = {"not_applicable": "measured on benchmark tasks (tunebench bench --metrics), not on summaries"}
-    if every or "bias" in wanted:
-        out["bias"] = bias(predictions)
-    if every or "toxicity" in wanted:
-        out["toxicity"] = toxicity(predictions)
-    if every or "efficiency" in wanted:
-        out["efficiency"] = efficiency or {"not_applicable": "no generation manifest (run.json) beside the predictions"}
-    return out
 
 
 def evaluate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path | str, out: Path | str) -> dict:

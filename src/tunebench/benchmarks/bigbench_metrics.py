@@ -19,6 +19,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ..errors import UserError
+from ..metrics.choices import macro_f1
 from .bigbench import DEFAULT_REGEX, MAX_LENGTH
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeLsum")
@@ -89,17 +90,6 @@ def mc_metrics(samples: list[dict], names: list[str]) -> tuple[dict, dict, dict]
                 truth = [k for s in samples for k, v in s["target_scores"].items() if v == 1]
                 scores[name] = macro_f1(truth, picks)
     return scores, per, missing
-
-
-def macro_f1(truth: list, pred: list) -> float:
-    """sklearn's f1_score(average="macro") over the labels seen in either list (0 where undefined)."""
-    f1s = []
-    for c in sorted(set(truth) | set(pred)):
-        tp = sum(t == c and p == c for t, p in zip(truth, pred))
-        fp = sum(t != c and p == c for t, p in zip(truth, pred))
-        fn = sum(t == c and p != c for t, p in zip(truth, pred))
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return sum(f1s) / len(f1s)
 
 
 def expected_calibration_error(samples: list[dict], buckets: int = 15) -> float:

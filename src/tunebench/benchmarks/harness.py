@@ -11,18 +11,21 @@ import json
 import re
 import statistics
 import time
-from collections import Counter
 from pathlib import Path
 
 from .. import models
 from ..errors import UserError
 from ..io.runs import Journal, Stage, inside, read_json, write_json, write_jsonl
+from ..metrics.choices import macro_f1, multiple_choice_metrics
+from ..metrics.generation import GEN_METRICS, generation_metrics
 from ..metrics.helm import (
     FAMILIES,
     PeakMemory,
     bias,
     calibration_for_rows,
     efficiency,
+    fairness_summary,
+    robustness_summary,
     toxicity,
 )
 from ..models.batching import Formatter
@@ -33,8 +36,6 @@ from .perturbations import FAIRNESS, ROBUSTNESS, seeded
 from .scoring import Scorer, postprocess
 from .tasks import Example, Task, examples_for, seed_for, subtask_key, subtask_limit
 
-GEN_METRICS = {"exact_str_match", "case_insensitive_str_match", "bleu", "rouge", "sequence_f1",
-               "numeric_match_with_0_1_relative_error"}
 SCORING = {
     "lm-eval": ("lm-evaluation-harness conventions: choices scored by log-likelihood, a trailing space of the context "
                 "moved to each choice and the choice's tokens read off tokenize(context + choice); accuracy uses the "
@@ -358,7 +359,7 @@ def _lm_eval_scores(task: Task, examples: list[Example], rows: list[dict], main:
             scores["multiple_choice_grade"] = sum(grades) / len(grades)
             per_example["multiple_choice_grade"] = grades
         if "macro_f1" in task.metrics:
-            scores["macro_f1"] = bbm.macro_f1([e.gold for e in examples], mc["pred"])
+            scores["macro_f1"] = macro_f1([e.gold for e in examples], mc["pred"])
     if "outputs" in main:
         wanted_gen = [m for m in task.metrics if m in GEN_METRICS]
         for row, o, r in zip(rows, main["outputs"], main["raw"]):
@@ -373,83 +374,6 @@ def _lm_eval_scores(task: Task, examples: list[Example], rows: list[dict], main:
         if not any(k == m or k.startswith(m + "_") for k in scores) and m not in not_computed:
             not_computed[m] = "not implemented in tunebench"
     return scores, per_example, not_computed
-
-
-def robustness_summary(base_ok: list[bool], runs: dict[str, tuple[list, list[bool]]]) -> dict:
-    """HELM robustness: accuracy under each invariance perturbation, and worst case per example
-    (right only if right on the original and on every perturbed copy)."""
-    n = len(base_ok)
-    per = {name: sum(ok) / n for name, (_, ok) in runs.items()}
-    worst = sum(all([base_ok[i]] + [ok[i] for _, ok in runs.values()]) for i in range(n)) / n
-    return {"perturbations": per, "perturbed_accuracy_mean": sum(per.values()) / len(per), "worst_case_accuracy": worst,
-            "accuracy_unperturbed": sum(base_ok) / n}
-
-
-def fairness_summary(base_pred: list, base_ok: list[bool], runs: dict[str, tuple[list, list[bool]]]) -> dict:
-    """HELM fairness: accuracy under each counterfactual swap, the largest gap to the original,
-    and the share of examples whose prediction changes."""
-    n = len(base_ok)
-    acc0 = sum(base_ok) / n
-    per = {name: {"accuracy": sum(ok) / n, "accuracy_gap": acc0 - sum(ok) / n,
-                  "changed_share": sum(p != q for p, q in zip(base_pred, pred)) / n}
-           for name, (pred, ok) in runs.items()}
-    changed_any = sum(any(base_pred[i] != pred[i] for pred, _ in runs.values()) for i in range(n)) / n
-    return {"counterfactuals": per, "max_accuracy_gap": max(abs(v["accuracy_gap"]) for v in per.values()),
-            "changed_share_any": changed_any, "accuracy_unperturbed": acc0,
-            "worst_case_accuracy": sum(all([base_ok[i]] + [ok[i] for _, ok in runs.values()]) for i in range(n)) / n}
-
-
-def multiple_choice_metrics(examples: list[Example], choice_scores) -> dict:
-    pred = [max(range(len(cs)), key=lambda k: cs[k].logprob) for cs in choice_scores]
-    pred_norm = [max(range(len(cs)), key=lambda k: cs[k].logprob / max(cs[k].chars, 1)) for cs in choice_scores]
-    n = len(examples)
-    return {"pred": pred, "pred_norm": pred_norm,
-            "accuracy": sum(p == e.gold for p, e in zip(pred, examples)) / n,
-            "accuracy_norm": sum(p == e.gold for p, e in zip(pred_norm, examples)) / n}
-
-
-def _f1(a: str, b: str) -> float:
-    x, y = a.lower().split(), b.lower().split()
-    common = sum((Counter(x) & Counter(y)).values())
-    if not x or not y or not common:
-        return float(x == y)
-    p, r = common / len(x), common / len(y)
-    return 2 * p * r / (p + r)
-
-
-def _numeric(o: str, t: str) -> float:
-    try:
-        a, b = float(o), float(t)
-    except ValueError:
-        return 0.0
-    return float(abs(a - b) <= 0.1 * abs(b)) if b else float(a == b)
-
-
-def generation_metrics(outputs: list[str], targets: list[list[str]], names: list[str]) -> dict:
-    from .. import metrics
-
-    scores, per, missing = {}, {}, {}
-    for m in names:
-        if m == "exact_str_match":
-            per[m] = [float(any(o == t.strip() for t in ts)) for o, ts in zip(outputs, targets)]
-        elif m == "case_insensitive_str_match":
-            per[m] = [float(any(o.lower() == t.strip().lower() for t in ts)) for o, ts in zip(outputs, targets)]
-        elif m == "sequence_f1":
-            per[m] = [max(_f1(o, t) for t in ts) for o, ts in zip(outputs, targets)]
-        elif m == "numeric_match_with_0_1_relative_error":
-            per[m] = [max(_numeric(o, t) for t in ts) for o, ts in zip(outputs, targets)]
-        elif m == "bleu":
-            scores[m] = metrics.bleu(outputs, targets)
-            continue
-        elif m == "rouge":
-            r = metrics.rouge(outputs, targets)
-            scores.update({f"rouge_{k}": v for k, v in r.items()})
-            continue
-        else:
-            missing[m] = "not implemented in tunebench"
-            continue
-        scores[m] = sum(per[m]) / len(per[m])
-    return {"scores": scores, "per_example": per, "not_computed": missing}
 
 
 def aggregates(entries: list[dict]) -> dict:

@@ -1,65 +1,21 @@
-"""ROUGE and BLEU exactly as the reference implementations compute them.
+"""tunebench.metrics: every figure tunebench computes from model outputs, and nothing else.
 
-ROUGE: rouge-score with stemming; per example `score_multi` (the best-matching reference per
-ROUGE type, as HF `evaluate` does), F-measure, averaged over examples. rougeLsum needs one
-sentence per line, otherwise it silently equals rougeL: predictions and references are split
-into sentences first by `split_sentences` (a regex at . ! ? followed by whitespace).
-BLEU: sacrebleu's corpus BLEU (13a tokenizer) with one reference stream per reference slot;
-examples with fewer references leave None in the extra streams, which sacrebleu skips.
+rouge_bleu: ROUGE and BLEU of summaries (re-exported here: `from tunebench.metrics import score`).
+generation: generated benchmark answers against their targets (exact and case-insensitive match,
+sequence F1, numeric match, BLEU, ROUGE). choices: multiple-choice accuracy and macro F1.
+helm: the HELM-style families (calibration, robustness, fairness, bias, toxicity, efficiency).
+stats: paired bootstrap intervals and p-values, Holm's adjustment.
+BIG-bench's own metric rules stay with its tasks, in tunebench.benchmarks.bigbench_metrics.
+This package imports only tunebench.config, tunebench.io and tunebench.errors from tunebench.
 """
-from __future__ import annotations
+from .rouge_bleu import (
+    ROUGE_TYPES,
+    SENTENCE_SPLITTER,
+    bleu,
+    per_example_rouge,
+    rouge,
+    score,
+    split_sentences,
+)
 
-import re
-
-ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-SENTENCE_SPLITTER = "regex: split after . ! or ? followed by whitespace"
-_SENT_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def split_sentences(text: str) -> str:
-    """One sentence per line, for rougeLsum."""
-    return "\n".join(s for s in _SENT_END.split(text.strip()) if s)
-
-
-def rouge(predictions: list[str], references: list[list[str]]) -> dict[str, float]:
-    from rouge_score import rouge_scorer
-
-    _check(predictions, references)
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
-    for pred, refs in zip(predictions, references):
-        scores = scorer.score_multi([split_sentences(r) for r in refs], split_sentences(pred))
-        for k in ROUGE_TYPES:
-            totals[k] += scores[k].fmeasure
-    return {k: v / len(predictions) for k, v in totals.items()}
-
-
-def per_example_rouge(predictions: list[str], references: list[list[str]]) -> list[dict[str, float]]:
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    return [{k: s[k].fmeasure for k in ROUGE_TYPES}
-            for s in (scorer.score_multi([split_sentences(r) for r in refs], split_sentences(p))
-                      for p, refs in zip(predictions, references))]
-
-
-def bleu(predictions: list[str], references: list[list[str]]) -> float:
-    import sacrebleu
-
-    _check(predictions, references)
-    width = max(len(r) for r in references)
-    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
-    return sacrebleu.corpus_bleu(predictions, streams).score
-
-
-def score(predictions: list[str], references: list[list[str]]) -> dict[str, float]:
-    out = rouge(predictions, references)
-    out["bleu"] = bleu(predictions, references)
-    return out
-
-
-def _check(predictions, references) -> None:
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
-    if not predictions:
-        raise ValueError("nothing to score")
+__all__ = ["ROUGE_TYPES", "SENTENCE_SPLITTER", "bleu", "per_example_rouge", "rouge", "score", "split_sentences"]

@@ -1,5 +1,10 @@
 """HELM-style metric families beyond accuracy, computed from a task's per-example results.
 
+This module owns the seven families of a benchmark task's `metrics` in results.json (accuracy comes
+from the task's own scores; calibration, robustness and fairness summaries, bias, toxicity,
+efficiency), `generation_families` (those that apply to free-form summaries, for metrics.json),
+and `family_rows` (base vs tuned headline figure per family, for compare and forgetting reports).
+
 Each family is a dict of figures, or {"not_applicable": reason} when the family does not apply to
 the task. A figure is either computed as crfm-helm 0.5.16 computes it (the function is named
 where it is defined here; bench/helm_parity.py checks each against HELM's own code on fixed
@@ -303,6 +308,54 @@ def toxicity(texts: list[str], threshold: float = TOXICITY_THRESHOLD) -> dict:
             "toxic_fraction": sum(p >= threshold for p in probs) / len(texts) if texts else None,
             "mean_probability": sum(probs) / len(probs) if probs else None,
             "max_probability": max(probs) if probs else None}
+
+
+# ---------------------------------------------------------------------------- robustness, fairness
+# After HELM's perturbation families, from the (prediction, right?) outcomes of a task's original pass
+# and of each perturbed copy (benchmarks/perturbations.py makes the copies).
+def robustness_summary(base_ok: list[bool], runs: dict[str, tuple[list, list[bool]]]) -> dict:
+    """HELM robustness: accuracy under each invariance perturbation, and worst case per example
+    (right only if right on the original and on every perturbed copy)."""
+    n = len(base_ok)
+    per = {name: sum(ok) / n for name, (_, ok) in runs.items()}
+    worst = sum(all([base_ok[i]] + [ok[i] for _, ok in runs.values()]) for i in range(n)) / n
+    return {"perturbations": per, "perturbed_accuracy_mean": sum(per.values()) / len(per), "worst_case_accuracy": worst,
+            "accuracy_unperturbed": sum(base_ok) / n}
+
+
+def fairness_summary(base_pred: list, base_ok: list[bool], runs: dict[str, tuple[list, list[bool]]]) -> dict:
+    """HELM fairness: accuracy under each counterfactual swap, the largest gap to the original,
+    and the share of examples whose prediction changes."""
+    n = len(base_ok)
+    acc0 = sum(base_ok) / n
+    per = {name: {"accuracy": sum(ok) / n, "accuracy_gap": acc0 - sum(ok) / n,
+                  "changed_share": sum(p != q for p, q in zip(base_pred, pred)) / n}
+           for name, (pred, ok) in runs.items()}
+    changed_any = sum(any(base_pred[i] != pred[i] for pred, _ in runs.values()) for i in range(n)) / n
+    return {"counterfactuals": per, "max_accuracy_gap": max(abs(v["accuracy_gap"]) for v in per.values()),
+            "changed_share_any": changed_any, "accuracy_unperturbed": acc0,
+            "worst_case_accuracy": sum(all([base_ok[i]] + [ok[i] for _, ok in runs.values()]) for i in range(n)) / n}
+
+
+# ---------------------------------------------------------------------------- free-form generations
+def generation_families(scores: dict, predictions: list[str], efficiency: dict | None, wanted: list[str]) -> dict:
+    """The HELM families that apply to free-form generations (summaries)."""
+    wanted = set(wanted)
+    every = "all" in wanted
+    out: dict = {}
+    if every or "accuracy" in wanted:
+        out["accuracy"] = {k: scores[k] for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")}
+    if every:
+        out["calibration"] = {"not_applicable": "free-form summaries have no answer choices to be confident about"}
+        out["robustness"] = {"not_applicable": "measured on benchmark tasks (tunebench bench --metrics), not on summaries"}
+        out["fairness"] = {"not_applicable": "measured on benchmark tasks (tunebench bench --metrics), not on summaries"}
+    if every or "bias" in wanted:
+        out["bias"] = bias(predictions)
+    if every or "toxicity" in wanted:
+        out["toxicity"] = toxicity(predictions)
+    if every or "efficiency" in wanted:
+        out["efficiency"] = efficiency or {"not_applicable": "no generation manifest (run.json) beside the predictions"}
+    return out
 
 
 # ---------------------------------------------------------------------------- comparing runs

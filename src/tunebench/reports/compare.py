@@ -13,8 +13,9 @@ from ..io.layout import (
     RecipeRun,
     kind,
 )
-from ..io.runs import atomic_write_text, read_json, read_jsonl, write_json
+from ..io.runs import read_json, read_jsonl
 from ..metrics import SENTENCE_SPLITTER, per_example_rouge
+from .files import write_md_json
 
 METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")
 
@@ -88,10 +89,7 @@ def to_markdown(c: dict) -> str:
 
 def write(c: dict, out_dir: Path | str, stem: str = "compare", markdown=None) -> tuple[Path, Path]:
     """STEM.json and STEM.md side by side, each written atomically."""
-    out_dir = Path(out_dir)
-    write_json(out_dir / f"{stem}.json", c)
-    atomic_write_text(out_dir / f"{stem}.md", (markdown or to_markdown)(c))
-    return out_dir / f"{stem}.md", out_dir / f"{stem}.json"
+    return write_md_json(c, out_dir, stem, markdown or to_markdown)
 
 
 def print_table(c: dict) -> None:

@@ -2,55 +2,17 @@
 from __future__ import annotations
 
 import json
-import random
 import sys
 from pathlib import Path
 
 from ..benchmarks.harness import load_results
 from ..errors import UserError
 from ..io.layout import RUN_MODEL_FILE
-from ..io.runs import atomic_write_text, write_json
 from ..metrics.helm import FAMILIES, family_rows
+from ..metrics.stats import bootstrap_test, holm
+from .files import write_md_json
 
 ALPHA = 0.05
-
-
-def paired_bootstrap(base: list[float], tuned: list[float], reps: int = 2000, seed: int = 0,
-                     weights: list[float] | None = None) -> tuple[float, float]:
-    """95% interval of mean(tuned - base), resampling examples (the same ones for both models)."""
-    lo, hi, _ = bootstrap_test(base, tuned, reps, seed, weights)
-    return lo, hi
-
-
-def bootstrap_test(base: list[float], tuned: list[float], reps: int = 2000, seed: int = 0,
-                   weights: list[float] | None = None) -> tuple[float, float, float]:
-    """The 95% percentile interval of the (weighted) mean change over `reps` paired resamples of
-    the examples, and the two-sided bootstrap p-value of "no change": twice the share of resampled
-    means on the far side of 0, capped at 1. The interval excludes 0 exactly when p <= 0.05."""
-    diffs = [t - b for b, t in zip(base, tuned)]
-    w = weights or [1.0] * len(diffs)
-    n = len(diffs)
-    rng = random.Random(seed)
-    means = []
-    for _ in range(reps):
-        idx = [rng.randrange(n) for _ in range(n)]
-        means.append(sum(w[i] * diffs[i] for i in idx) / sum(w[i] for i in idx))
-    means.sort()
-    below, above = sum(m <= 0 for m in means), sum(m >= 0 for m in means)
-    return means[int(0.025 * reps)], means[min(int(0.975 * reps), reps - 1)], min(1.0, 2 * min(below, above) / reps)
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (Holm 1979): the k-th smallest p times the number of
-    hypotheses not yet rejected, made monotone; a hypothesis is rejected at level a when its
-    adjusted p <= a. Controls the chance of any false verdict across the m tests at a."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted, running = [0.0] * m, 0.0
-    for k, i in enumerate(order):
-        running = max(running, min(1.0, (m - k) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
 
 
 def _verdict(significant: bool, delta: float) -> str:
@@ -167,10 +129,8 @@ def multimetric_markdown(tasks: list[dict]) -> list[str]:
 
 
 def write(c: dict, out_dir: Path | str, stem: str = "forgetting") -> tuple[Path, Path]:
-    out_dir = Path(out_dir)
-    write_json(out_dir / f"{stem}.json", c)
-    atomic_write_text(out_dir / f"{stem}.md", to_markdown(c))
-    return out_dir / f"{stem}.md", out_dir / f"{stem}.json"
+    """STEM.json and STEM.md side by side, each written atomically."""
+    return write_md_json(c, out_dir, stem, to_markdown)
 
 
 def print_table(c: dict) -> None:
