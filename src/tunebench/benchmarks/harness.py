@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import models
 from ..errors import UserError
+from ..io.layout import BENCH_EXAMPLES_FILE, RESULTS_FILE
 from ..io.runs import Journal, Stage, inside, read_json, write_json, write_jsonl
 from ..metrics.choices import macro_f1, multiple_choice_metrics
 from ..metrics.generation import GEN_METRICS, generation_metrics
@@ -103,8 +104,8 @@ def run_bench(model_cfg, cfg, tasks: list[Task], out: Path | str, limit: int | N
             "efficiency": {"seconds": round(time.time() - t0, 1),
                            "examples": sum(e["entry"]["n"] for e in entries)},
         }
-        write_json(out / "results.json", results)
-        write_jsonl(out / "examples.jsonl", (r for e in entries for r in e["examples"]))
+        write_json(out / RESULTS_FILE, results)
+        write_jsonl(out / BENCH_EXAMPLES_FILE, (r for e in entries for r in e["examples"]))
         st.extra["summary"] = {"tasks": len(entries), "macro": results["aggregates"]["macro"]}
     return results
 
@@ -390,14 +391,18 @@ def aggregates(entries: list[dict]) -> dict:
 
 
 def load_results(run: Path | str) -> dict:
+    """A benchmark run's results.json."""
     run = Path(run)
-    if not (run / "results.json").is_file():
-        raise UserError(f"{run}: not a benchmark run (no results.json; run `tunebench bench --out {run}`)")
-    results = read_json(run / "results.json")
+    if not (run / RESULTS_FILE).is_file():
+        raise UserError(f"{run}: not a benchmark run (no {RESULTS_FILE}; run `tunebench bench --out {run}`)")
+    return read_json(run / RESULTS_FILE)
+
+
+def load_examples(run: Path | str) -> dict[str, dict[str, dict]]:
+    """A benchmark run's per-example rows, by task and example id."""
     examples: dict[str, dict[str, dict]] = {}
-    with (run / "examples.jsonl").open(encoding="utf-8") as f:
+    with (Path(run) / BENCH_EXAMPLES_FILE).open(encoding="utf-8") as f:
         for line in f:
             r = json.loads(line)
             examples.setdefault(r["task"], {})[r["id"]] = r
-    results["_examples"] = examples
-    return results
+    return examples

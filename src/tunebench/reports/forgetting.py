@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..benchmarks.harness import load_results
+from ..benchmarks.harness import load_examples, load_results
 from ..errors import UserError
 from ..io.layout import RUN_MODEL_FILE
 from ..metrics.helm import FAMILIES, family_rows
@@ -47,13 +47,14 @@ def refuse_incomparable(a: dict, b: dict, a_run, b_run) -> None:
 def compare_bench(base_run: Path | str, tuned_run: Path | str, reps: int = 2000) -> dict:
     base, tuned = load_results(base_run), load_results(tuned_run)
     refuse_incomparable(base, tuned, base_run, tuned_run)
+    base_examples, tuned_examples = load_examples(base_run), load_examples(tuned_run)
     tuned_tasks = {t["name"]: t for t in tuned["tasks"]}
     rows = []
     for bt in base["tasks"]:
         tt = tuned_tasks.get(bt["name"])
         if tt is None:
             continue
-        be, te = base["_examples"][bt["name"]], tuned["_examples"][bt["name"]]
+        be, te = base_examples[bt["name"]], tuned_examples[bt["name"]]
         ids = [i for i in be if i in te]
         b = [be[i]["score"] for i in ids]
         t = [te[i]["score"] for i in ids]
