@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 from . import models
@@ -16,9 +17,13 @@ from .config import (
     Recipe,
     TrainConfig,
 )
+from .data.contamination import ScoredRows
 from .data.examples import SPLITS, load_prepared, prepare
+from .data.sources import Pool
+from .data.templates import Task
 from .errors import UserError
 from .generation import generate
+from .io.locations import data_root
 from .io.runs import Journal, Stage, completed, read_json, write_json, write_jsonl
 from .models.batching import Formatter
 from .reports import compare as compare_mod
@@ -34,7 +39,7 @@ def prepare_stage(cfg: DataConfig, out: Path | str, mixture: MixtureConfig | Non
         if mixture is not None:
             from .data import mixtures
 
-            train, validation, plan = mixtures.build(mixture, n, min_words)
+            train, validation, plan = build_mixture(mixture, n, min_words)
             examples, summary = prepare(cfg, only=("test",))
             examples.update(train=train, validation=validation)
         else:
@@ -43,7 +48,7 @@ def prepare_stage(cfg: DataConfig, out: Path | str, mixture: MixtureConfig | Non
         if checking:
             from .data import contamination as contam
 
-            report = contam.check_run(examples, cfg, contamination, evaluation)
+            report = contam.check_run(examples, cfg, contamination, evaluation, evaluation_benchmarks(evaluation))
             if contamination.drop:
                 before = examples["train"]
                 examples["train"] = contam.drop(before, report)
@@ -63,6 +68,56 @@ def prepare_stage(cfg: DataConfig, out: Path | str, mixture: MixtureConfig | Non
             write_jsonl(Path(out) / f"{split}.jsonl", examples[split])
         st.extra["summary"] = summary
     return summary
+
+
+def reserved_rows(task: Task) -> list[ScoredRows]:
+    """The benchmark rows a prompt task's training pool leaves out: for each `source.reserve` entry,
+    the first N examples that benchmark scores (what `sources.pool` and `mixtures.build` take)."""
+    if task.data is None:
+        return []
+    from .benchmarks.tasks import registry
+
+    out = []
+    for r in task.data.reserve:
+        if r["benchmark"] not in registry():
+            raise UserError(f"{task.source}: source.reserve names unknown benchmark '{r['benchmark']}'")
+        out.append(_first_scored(str(data_root()), r["benchmark"], r["first"]))
+    return out
+
+
+@lru_cache(maxsize=64)
+def _first_scored(root: str, name: str, first: int) -> ScoredRows:
+    """The first `first` examples benchmark `name` scores (as a forgetting run picks them by default)."""
+    from .benchmarks.tasks import registry, scored_rows
+
+    return scored_rows([registry()[name]], first)[0]
+
+
+def task_pool(task: Task, n: int = 13, min_words: int = 4) -> Pool:
+    """A prompt task's training pool, its reserved benchmark rows left out."""
+    from .data.sources import pool
+
+    return pool(task, n, min_words, reserved_rows(task))
+
+
+def build_mixture(mixture: MixtureConfig, n: int = 13, min_words: int = 4) -> tuple[list[dict], list[dict], dict]:
+    """`mixtures.build` with each task's reserved benchmark rows left out of its pool."""
+    from .data import mixtures
+
+    reserved = {task.name: reserved_rows(task) for task, _ in mixtures.resolve(mixture)}
+    return mixtures.build(mixture, n, min_words, reserved)
+
+
+def evaluation_benchmarks(evaluation: dict) -> list[ScoredRows] | None:
+    """The scored rows of the benchmarks an evaluation (`evaluation_of`) names, for `contamination.check_run`."""
+    bench = evaluation.get("benchmarks")
+    if not bench:
+        return None
+    from .benchmarks.tasks import resolve_tasks, scored_rows
+
+    tasks, suite_limit = resolve_tasks(bench.get("task", []), bench.get("suite", []))
+    return scored_rows(tasks, bench.get("limit") or suite_limit, bench.get("shots", 0), bench.get("seed"),
+                       bench.get("select", "first"), bench.get("scoring", "bigbench"))
 
 
 def prepare_config(cfg: DataConfig, mixture=None, contamination=None, evaluation=None) -> dict:

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import yaml
 
+from ..data.contamination import ScoredRows
 from ..errors import UserError
 from ..io.locations import data_root, describe
 
@@ -90,6 +91,21 @@ def examples_for(task: Task, shots: int, seed: Optional[int], limit: Optional[in
 
         return [examples[i] for i in np.random.RandomState(seed=seed).choice(len(examples), limit, replace=False)]
     return examples[:limit]
+
+
+def scored_rows(tasks: list[Task], limit: Optional[int], shots: int = 0, seed: Optional[int] = None,
+                select: str = "first", scoring: str = "bigbench") -> list[ScoredRows]:
+    """The examples a benchmark run scores, picked as the run picks them, as the data layer's plain
+    `ScoredRows`: (id, raw input texts) per example, for the contamination check and reserved pool rows."""
+    return [ScoredRows(task.name, task.source, select, limit,
+                       [(e.id, e.inputs or [e.context] + list(e.targets))
+                        for e in examples_for(task, shots, seed, limit, select, scoring)]) for task in tasks]
+
+
+def benchmark_sets(tasks: list[Task], limit: Optional[int], shots: int = 0, seed: Optional[int] = None,
+                   select: str = "first", scoring: str = "bigbench") -> dict[str, list[tuple[str, list[str]]]]:
+    """(id, raw input texts) of the examples a benchmark run scores, per task (`contamination.index_of`'s input)."""
+    return {r.name: r.items for r in scored_rows(tasks, limit, shots, seed, select, scoring)}
 
 
 def subtask_limit(task: Task, limit: Optional[int]) -> Optional[int]:

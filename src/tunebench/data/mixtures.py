@@ -21,9 +21,11 @@ import math
 import random
 import sys
 from collections import Counter
+from typing import Mapping, Sequence
 
 from ..config import MixtureConfig
 from ..errors import UserError
+from .contamination import ScoredRows
 from .templates import Task, all_tasks
 
 SHOT_SEPARATOR = "\n\n"
@@ -73,12 +75,18 @@ def render(template, record: dict, shots: list[dict]) -> str:
     return SHOT_SEPARATOR.join(parts + [template.render(record)])
 
 
-def build(cfg: MixtureConfig, n: int = 13, min_words: int = 4) -> tuple[list[dict], list[dict], dict]:
-    """Training rows, validation rows and the plan (rates, pools) of a mixture."""
+def build(cfg: MixtureConfig, n: int = 13, min_words: int = 4,
+          reserved: Mapping[str, Sequence[ScoredRows]] | None = None) -> tuple[list[dict], list[dict], dict]:
+    """Training rows, validation rows and the plan (rates, pools) of a mixture.
+
+    `reserved`: per task name, the benchmark rows its pool leaves out (`sources.pool`); computed
+    above this layer by `tunebench.pipeline.build_mixture`, which is what callers normally use.
+    """
     from .sources import pool
 
     resolved = resolve(cfg)
-    pools = [pool(task, n, min_words) for task, _ in resolved]
+    reserved = reserved or {}
+    pools = [pool(task, n, min_words, reserved.get(task.name, ())) for task, _ in resolved]
     shares = rates([len(p.train) for p in pools], [e.weight for _, e in resolved], cfg.cap, cfg.temperature)
     counts = allocate(cfg.total, shares)
     train, validation, plan = [], [], []
