@@ -20,7 +20,7 @@ from .config import (
 from .data.contamination import ScoredRows
 from .data.examples import SPLITS, load_prepared, prepare
 from .data.sources import Pool
-from .data.templates import Task
+from .data.templates import PromptTask
 from .errors import UserError
 from .generation import generate
 from .io.locations import data_root
@@ -70,7 +70,7 @@ def prepare_stage(cfg: DataConfig, out: Path | str, mixture: MixtureConfig | Non
     return summary
 
 
-def reserved_rows(task: Task) -> list[ScoredRows]:
+def reserved_rows(task: PromptTask) -> list[ScoredRows]:
     """The benchmark rows a prompt task's training pool leaves out: for each `source.reserve` entry,
     the first N examples that benchmark scores (what `sources.pool` and `mixtures.build` take)."""
     if task.data is None:
@@ -93,7 +93,7 @@ def _first_scored(root: str, name: str, first: int) -> ScoredRows:
     return scored_rows([registry()[name]], first)[0]
 
 
-def task_pool(task: Task, n: int = 13, min_words: int = 4) -> Pool:
+def task_pool(task: PromptTask, n: int = 13, min_words: int = 4) -> Pool:
     """A prompt task's training pool, its reserved benchmark rows left out."""
     from .data.sources import pool
 

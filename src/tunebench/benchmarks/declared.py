@@ -18,7 +18,7 @@ from jinja2 import meta
 from ..data.templates import _ENV, compiled
 from ..errors import UserError
 from ..io.runs import read_jsonl
-from .tasks import REGISTRY_DIR, Example, Task
+from .tasks import REGISTRY_DIR, BenchmarkTask, Example
 
 
 def _rows(path: Path, fmt: str, columns: list[str] | None, header: bool) -> list[dict]:
@@ -100,15 +100,15 @@ class _Spec:
             out.append([row[k] for k in keys if isinstance(row[k], str)])
         return out
 
-    def task(self) -> Task:
+    def task(self) -> BenchmarkTask:
         s = self.spec
         # a missing data file keeps its task registered: asking for it gives a clear error, not "unknown task"
         size = len(_rows(self.path, s.get("format", "csv"), s.get("columns"), s.get("header", False))) if self.path.is_file() else None
-        return Task(name=self.name, family=self.family, kind="multiple_choice", metrics=["accuracy"],
+        return BenchmarkTask(name=self.name, family=self.family, kind="multiple_choice", metrics=["accuracy"],
                     source=str(self.path), load=self.load, category=self.category or self.family, size=size)
 
 
-def declared_tasks(root: Path) -> list[Task]:
+def declared_tasks(root: Path) -> list[BenchmarkTask]:
     tasks = []
     for f in sorted(REGISTRY_DIR.glob("*.yaml")):
         spec = yaml.safe_load(f.read_text())
@@ -125,7 +125,7 @@ def declared_tasks(root: Path) -> list[Task]:
     return tasks
 
 
-def _mmlu(root: Path, spec: dict) -> list[Task]:
+def _mmlu(root: Path, spec: dict) -> list[BenchmarkTask]:
     test_dir = root / Path(spec["path"]).parent
     if not test_dir.is_dir():
         return []

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..config import DataConfig
 from ..errors import UserError
 from ..io.locations import data_root, find, hub_offline, is_hub_id
-from .templates import Task, get_task
+from .templates import PromptTask, get_task
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "dev": "validation", "val": "validation", "valid": "validation",
@@ -187,7 +187,7 @@ def _hub_dataset(name: str):
 
 # ---------------------------------------------------------------------------- validation
 
-def normalise(rec: Record, task: Task, cfg: DataConfig, need_target: bool) -> dict:
+def normalise(rec: Record, task: PromptTask, cfg: DataConfig, need_target: bool) -> dict:
     """Rename user columns, collect references, and check every field the templates use."""
     f = dict(rec.fields)
     for var, column in cfg.fields.items():
@@ -218,7 +218,7 @@ def _num_suffix(k: str):
     return (len(k), int(digits) if digits else 0)
 
 
-def _target_vars(task: Task) -> list[str]:
+def _target_vars(task: PromptTask) -> list[str]:
     from jinja2 import meta
 
     from .templates import _ENV

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 from ..config import MixtureConfig
 from ..errors import UserError
 from .contamination import ScoredRows
-from .templates import Task, all_tasks
+from .templates import PromptTask, all_tasks
 
 SHOT_SEPARATOR = "\n\n"
 
@@ -47,7 +47,7 @@ def allocate(total: int, shares: list[float]) -> list[int]:
     return counts
 
 
-def resolve(cfg: MixtureConfig) -> list[tuple[Task, object]]:
+def resolve(cfg: MixtureConfig) -> list[tuple[PromptTask, object]]:
     known = all_tasks(cfg.task_files)
     out, seen = [], set()
     for entry in cfg.tasks:
@@ -64,7 +64,7 @@ def resolve(cfg: MixtureConfig) -> list[tuple[Task, object]]:
     return out
 
 
-def _templates(task: Task, entry, inverted: bool):
+def _templates(task: PromptTask, entry, inverted: bool):
     if entry.templates != "all":
         return [task.template(n) for n in entry.templates]
     return [t for t in task.templates if inverted or not t.inverted]
@@ -108,7 +108,7 @@ def build(cfg: MixtureConfig, n: int = 13, min_words: int = 4,
     return train, validation, {"config": cfg.model_dump(), "tasks": plan}
 
 
-def _sample(task: Task, records: list[dict], templates, count: int, cfg: MixtureConfig, rng: random.Random) -> list[dict]:
+def _sample(task: PromptTask, records: list[dict], templates, count: int, cfg: MixtureConfig, rng: random.Random) -> list[dict]:
     picks, epoch = [], 0
     while len(picks) < count:
         # without replacement until the pool runs out, then a fresh pass (small tasks repeat, as in FLAN)
@@ -141,7 +141,7 @@ def _distinct(rng: random.Random, n: int, exclude: int, k: int) -> list[int]:
     return out
 
 
-def _row(task: Task, rec: dict, tmpl, rid: str, shots: list[dict]) -> dict:
+def _row(task: PromptTask, rec: dict, tmpl, rid: str, shots: list[dict]) -> dict:
     completion = tmpl.render_target(rec)
     return {"id": rid, "task": task.name, "prompt": render(tmpl, rec, shots), "completion": completion,
             "references": [completion], "template": tmpl.name, "shots": len(shots),

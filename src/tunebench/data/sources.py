@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..io.locations import data_root, describe
 from .contamination import ScoredRows, index_of
 from .examples import Record, _open_text, _read_csv, _read_jsonl
-from .templates import Source, Task
+from .templates import PromptTask, Source
 
 
 @dataclass
@@ -67,7 +67,7 @@ def read_rows(source: Source, path: Path) -> list[Record]:
     return [Record(dict(zip(columns, r)), f"{path}:{i}") for i, r in enumerate(body, first) if r]
 
 
-def to_record(task: Task, rec: Record, index: int) -> dict | None:
+def to_record(task: PromptTask, rec: Record, index: int) -> dict | None:
     """Template variables of one row, or None when an input is empty (skipped and counted)."""
     src, row, out = task.data, rec.fields, {}
     for var, column in src.fields.items():
@@ -95,7 +95,7 @@ def to_record(task: Task, rec: Record, index: int) -> dict | None:
     return out
 
 
-def _records(task: Task, rows: list[Record], first_index: int = 1, positions: list[int] | None = None) -> tuple[list[dict], int]:
+def _records(task: PromptTask, rows: list[Record], first_index: int = 1, positions: list[int] | None = None) -> tuple[list[dict], int]:
     out, empty = [], 0
     for i, rec in zip(positions or range(first_index, first_index + len(rows)), rows):
         r = to_record(task, rec, i)
@@ -106,11 +106,11 @@ def _records(task: Task, rows: list[Record], first_index: int = 1, positions: li
     return out, empty
 
 
-def input_texts(task: Task, record: dict) -> list[str]:
+def input_texts(task: PromptTask, record: dict) -> list[str]:
     return [record[v] for v in task.data.fields if isinstance(record.get(v), str)]
 
 
-def pool(task: Task, n: int = 13, min_words: int = 4, reserved: Sequence[ScoredRows] = ()) -> Pool:
+def pool(task: PromptTask, n: int = 13, min_words: int = 4, reserved: Sequence[ScoredRows] = ()) -> Pool:
     """The task's training pool and validation records (the source files are read once per process).
 
     `reserved`: the scored rows of each benchmark the task's `source.reserve` names (computed by
@@ -128,7 +128,7 @@ def pool(task: Task, n: int = 13, min_words: int = 4, reserved: Sequence[ScoredR
 _POOLS: dict[tuple, Pool] = {}
 
 
-def _reserved_of(task: Task, entry: dict, reserved: Sequence[ScoredRows]) -> ScoredRows:
+def _reserved_of(task: PromptTask, entry: dict, reserved: Sequence[ScoredRows]) -> ScoredRows:
     for r in reserved:
         if r.name == entry["benchmark"] and r.limit == entry["first"] and r.select == "first":
             return r
@@ -136,7 +136,7 @@ def _reserved_of(task: Task, entry: dict, reserved: Sequence[ScoredRows]) -> Sco
                     "scored rows were not passed (tunebench.pipeline.reserved_rows computes them)")
 
 
-def _pool(task: Task, n: int, min_words: int, reserved: Sequence[ScoredRows]) -> Pool:
+def _pool(task: PromptTask, n: int, min_words: int, reserved: Sequence[ScoredRows]) -> Pool:
     src = task.data
     train_path = resolve(src, src.train)
     rows = read_rows(src, train_path)
@@ -177,7 +177,7 @@ def _pool(task: Task, n: int, min_words: int, reserved: Sequence[ScoredRows]) ->
     return Pool(task=task.name, train=records, validation=validation, skipped=skipped, files=files)
 
 
-def sample_records(task: Task, k: int) -> list[dict]:
+def sample_records(task: PromptTask, k: int) -> list[dict]:
     """The first k usable records of the task's training file, for `templates show` (no pool checks: fast)."""
     src = task.data
     if src is None:
