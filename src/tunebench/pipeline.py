@@ -9,6 +9,8 @@ from pathlib import Path
 
 from . import models
 from .config import (
+    CONTAMINATION_MIN_WORDS,
+    CONTAMINATION_N,
     ContaminationConfig,
     DataConfig,
     GenerateConfig,
@@ -35,7 +37,7 @@ def prepare_stage(cfg: DataConfig, out: Path | str, mixture: MixtureConfig | Non
     and `evaluation` (what the run will evaluate on), the overlap check (contamination.json)."""
     checking = contamination is not None and contamination.enabled and evaluation is not None
     with Stage(out, "prepare", prepare_config(cfg, mixture, contamination, evaluation)) as st:
-        n, min_words = (contamination.n, contamination.min_words) if contamination else (13, 4)
+        n, min_words = (contamination.n, contamination.min_words) if contamination else (CONTAMINATION_N, CONTAMINATION_MIN_WORDS)
         if mixture is not None:
             from .data import mixtures
 
@@ -93,14 +95,14 @@ def _first_scored(root: str, name: str, first: int) -> ScoredRows:
     return scored_rows([registry()[name]], first)[0]
 
 
-def task_pool(task: PromptTask, n: int = 13, min_words: int = 4) -> Pool:
+def task_pool(task: PromptTask, n: int = CONTAMINATION_N, min_words: int = CONTAMINATION_MIN_WORDS) -> Pool:
     """A prompt task's training pool, its reserved benchmark rows left out."""
     from .data.sources import pool
 
     return pool(task, n, min_words, reserved_rows(task))
 
 
-def build_mixture(mixture: MixtureConfig, n: int = 13, min_words: int = 4) -> tuple[list[dict], list[dict], dict]:
+def build_mixture(mixture: MixtureConfig, n: int = CONTAMINATION_N, min_words: int = CONTAMINATION_MIN_WORDS) -> tuple[list[dict], list[dict], dict]:
     """`mixtures.build` with each task's reserved benchmark rows left out of its pool."""
     from .data import mixtures
 

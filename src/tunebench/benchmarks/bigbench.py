@@ -57,7 +57,6 @@ MC_METRICS = ["multiple_choice_grade", "calibration_multiple_choice_brier_score"
               "weighted_log_probabilities", "weighted_probabilities", "macro_f1"]
 KNOWN_METRICS = GENERATIVE_METRICS + SCORING_METRICS + MC_METRICS
 DEFAULT_REGEX = r"[^\.\?\!\;\n]+"
-BIGBENCH_SEED = 42            # JsonTask's random_seed
 MAX_LENGTH = 256              # BIGBenchHFModel's max_length: new tokens generated, and characters kept
 # json_task.py's SCORE_RANGES: [low, high] of each preferred score (multiple_choice_grade's low is chance)
 SCORE_RANGES = {"bleu": (0.0, 100.0), "sequence_f1": (0.0, 100.0), "bleurt": (-0.1, 1.1),

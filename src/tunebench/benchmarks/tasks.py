@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import yaml
 
+from ..config import BIGBENCH_SEED, LM_EVAL_SEED
 from ..data.contamination import ScoredRows
 from ..errors import UserError
 from ..io.locations import data_root, describe
@@ -56,13 +57,8 @@ class BenchmarkTask:
         return "bigbench" if convention == "bigbench" and self.family == "bigbench" else "lm-eval"
 
 
-LM_EVAL_SEED = 1234
-
-
 def seed_for(seed: Optional[int], convention: str) -> int:
-    """An unset seed is each convention's own default: BIG-bench's JsonTask uses 42."""
-    from .bigbench import BIGBENCH_SEED
-
+    """An unset seed is each convention's own default: BIGBENCH_SEED (BIG-bench's JsonTask), else LM_EVAL_SEED."""
     return seed if seed is not None else BIGBENCH_SEED if convention == "bigbench" else LM_EVAL_SEED
 
 

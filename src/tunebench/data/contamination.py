@@ -20,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
+from ..config import CONTAMINATION_MIN_WORDS, CONTAMINATION_N
 from ..errors import UserError
 
 _PUNCT = re.compile(r"[\W_]+")
@@ -55,7 +56,7 @@ def words(text: str) -> list[str]:
 class EvalIndex:
     """The evaluation sets, indexed once; training texts are then looked up position by position."""
 
-    def __init__(self, n: int = 13, min_words: int = 4):
+    def __init__(self, n: int = CONTAMINATION_N, min_words: int = CONTAMINATION_MIN_WORDS):
         if n < 2 or not 2 <= min_words <= n:
             raise UserError(f"contamination: need n >= 2 and 2 <= min_words <= n (got n={n}, min_words={min_words})")
         self.n, self.min_words = n, min_words

@@ -23,7 +23,7 @@ import sys
 from collections import Counter
 from typing import Mapping, Sequence
 
-from ..config import MixtureConfig
+from ..config import CONTAMINATION_MIN_WORDS, CONTAMINATION_N, MixtureConfig
 from ..errors import UserError
 from .contamination import ScoredRows
 from .templates import PromptTask, all_tasks
@@ -75,7 +75,7 @@ def render(template, record: dict, shots: list[dict]) -> str:
     return SHOT_SEPARATOR.join(parts + [template.render(record)])
 
 
-def build(cfg: MixtureConfig, n: int = 13, min_words: int = 4,
+def build(cfg: MixtureConfig, n: int = CONTAMINATION_N, min_words: int = CONTAMINATION_MIN_WORDS,
           reserved: Mapping[str, Sequence[ScoredRows]] | None = None) -> tuple[list[dict], list[dict], dict]:
     """Training rows, validation rows and the plan (rates, pools) of a mixture.
 

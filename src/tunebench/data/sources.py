@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from ..config import CONTAMINATION_MIN_WORDS, CONTAMINATION_N
 from ..errors import UserError
 from ..io.locations import data_root, describe
 from .contamination import ScoredRows, index_of
@@ -110,7 +111,8 @@ def input_texts(task: PromptTask, record: dict) -> list[str]:
     return [record[v] for v in task.data.fields if isinstance(record.get(v), str)]
 
 
-def pool(task: PromptTask, n: int = 13, min_words: int = 4, reserved: Sequence[ScoredRows] = ()) -> Pool:
+def pool(task: PromptTask, n: int = CONTAMINATION_N, min_words: int = CONTAMINATION_MIN_WORDS,
+         reserved: Sequence[ScoredRows] = ()) -> Pool:
     """The task's training pool and validation records (the source files are read once per process).
 
     `reserved`: the scored rows of each benchmark the task's `source.reserve` names (computed by
