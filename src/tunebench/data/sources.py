@@ -14,17 +14,15 @@ preparation never imports the benchmark registry.
 """
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from ..config import CONTAMINATION_MIN_WORDS, CONTAMINATION_N
 from ..errors import UserError
+from ..io.files import Record, read_csv_records, read_jsonl_records, read_table
 from ..io.locations import data_root, describe
 from .contamination import ScoredRows, index_of
-from .examples import Record, _open_text, _read_csv, _read_jsonl
 from .templates import PromptTask, Source
 
 
@@ -52,20 +50,12 @@ def read_rows(source: Source, path: Path) -> list[Record]:
     if not path.is_file():
         raise UserError(f"{path}: task data file not found (data root: {describe()})")
     if fmt == "jsonl":
-        return _read_jsonl(path)
+        return read_jsonl_records(path)
     if fmt == "csv" and not source.columns:
-        return _read_csv(path, ",")
+        return read_csv_records(path, ",")
     if fmt not in ("csv", "tsv"):
         raise UserError(f"{path}: cannot tell the format from the suffix (set source.format)")
-    text = _open_text(path)
-    # GLUE TSVs hold bare quote characters: read them without CSV quoting, as GLUE's own readers do
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",",
-                        quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
-    lines = list(reader)
-    columns = list(source.columns) if source.columns else lines[0]
-    body = lines if source.columns else lines[1:]
-    first = 1 if source.columns else 2
-    return [Record(dict(zip(columns, r)), f"{path}:{i}") for i, r in enumerate(body, first) if r]
+    return read_table(path, fmt, source.columns, header=not source.columns)
 
 
 def to_record(task: PromptTask, rec: Record, index: int) -> dict | None:

@@ -53,7 +53,7 @@ class Template:
     @property
     def inputs(self) -> list[str]:
         """Variables the prompt reads, in a stable order (chat feeds a typed line to the first)."""
-        return sorted(meta.find_undeclared_variables(_ENV.parse(self.prompt)))
+        return sorted(template_variables(self.prompt))
 
 
 @dataclass(frozen=True)
@@ -130,9 +130,14 @@ class PromptTask:
         return [rng.choice(pool) for _ in range(n)]
 
 
+def template_variables(text: str) -> set[str]:
+    """The variables a template reads (jinja2.TemplateSyntaxError if it is not a template)."""
+    return meta.find_undeclared_variables(_ENV.parse(text))
+
+
 def _variables(text: str, source: str) -> set[str]:
     try:
-        return meta.find_undeclared_variables(_ENV.parse(text))
+        return template_variables(text)
     except jinja2.TemplateSyntaxError as e:
         raise UserError(f"{source}:{e.lineno}: template syntax error ({e.message})") from None
 
