@@ -96,12 +96,13 @@ def test_pipeline_drops_planted_copies_of_the_test_split_and_a_benchmark(tmp_pat
 
 def test_builtin_pools_never_overlap_what_forgetting_core_scores():
     """The reserved rows of every dev-only task are out of its pool: 0 overlap with the suite at limit 100."""
-    from tunebench.benchmarks.tasks import resolve_tasks
-    from tunebench.data.sources import input_texts, pool
+    from tunebench.benchmarks.tasks import benchmark_sets, resolve_tasks
+    from tunebench.data.sources import input_texts
     from tunebench.data.templates import builtin_tasks
+    from tunebench.pipeline import task_pool as pool
 
     tasks, limit = resolve_tasks(suite_names=["forgetting-core"])
-    index = contam.index_of(contam.benchmark_sets([t for t in tasks if not t.name.startswith("bigbench/")], limit), 13, 4)
+    index = contam.index_of(benchmark_sets([t for t in tasks if not t.name.startswith("bigbench/")], limit), 13, 4)
     for name in ("sst2", "boolq", "rte", "cb", "mrpc", "cola", "wic"):
         task = builtin_tasks()[name]
         p = pool(task)

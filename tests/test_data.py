@@ -4,8 +4,9 @@ import pytest
 from conftest import DIALOGSUM
 
 from tunebench.config import DataConfig
-from tunebench.data.examples import prepare, read_records
+from tunebench.data.examples import prepare
 from tunebench.errors import UserError
+from tunebench.io.files import read_records
 
 # The summarizing templates of template_library/dialogue_summary.yaml, in file order, written out
 # here so that a changed phrasing or order fails

@@ -5,7 +5,8 @@ import pytest
 from conftest import DIALOGSUM
 
 from tunebench.config import DataConfig, MixtureConfig
-from tunebench.data.mixtures import allocate, build, rates, realised
+from tunebench.data.mixtures import allocate, rates, realised
+from tunebench.pipeline import build_mixture as build
 from tunebench.pipeline import prepare_stage
 
 
@@ -64,8 +65,8 @@ def test_few_shot_renderings_use_other_records_of_the_same_task_and_template():
         assert len(r["shot_ids"]) == r["shots"] <= 2
         assert r["prompt"].count("\n\n") >= r["shots"]
     # an exemplar is that record rendered with the same template and followed by its answer
-    from tunebench.data.sources import pool
     from tunebench.data.templates import get_task
+    from tunebench.pipeline import task_pool as pool
 
     r = few[0]
     task = get_task(r["task"])

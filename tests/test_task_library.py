@@ -5,9 +5,10 @@ import re
 import pytest
 
 from tunebench.cli import main
-from tunebench.data.sources import input_texts, pool
+from tunebench.data.sources import input_texts
 from tunebench.data.templates import all_tasks, builtin_tasks, load_task_file
 from tunebench.errors import UserError
+from tunebench.pipeline import task_pool as pool
 
 SOURCED = sorted(name for name, t in builtin_tasks().items() if t.data is not None)
 EVERY_TEMPLATE = [(name, t.name) for name in SOURCED for t in builtin_tasks()[name].templates]

@@ -368,7 +368,7 @@ def _contamination(args) -> None:
     from .data import contamination as contam
     from .data.examples import load_prepared
     from .io.runs import write_json, write_jsonl
-    from .pipeline import evaluation_of
+    from .pipeline import evaluation_benchmarks, evaluation_of
 
     cfg = from_flags(ContaminationConfig, args)
     if args.recipe:
@@ -392,7 +392,7 @@ def _contamination(args) -> None:
     split = evaluation.get("split")
     if split and (data_dir / f"{split}.jsonl").is_file():
         examples[split] = load_prepared(data_dir, split)
-    report = contam.check_run(examples, data_cfg, cfg, evaluation)
+    report = contam.check_run(examples, data_cfg, cfg, evaluation, evaluation_benchmarks(evaluation))
     if cfg.drop and report["contaminated_train"]:
         kept = contam.drop(examples["train"], report)
         write_jsonl(data_dir / "train.jsonl", kept)

@@ -19,6 +19,12 @@ from .errors import UserError, UserErrors, suggest
 from .io import yamlfile
 from .io.yamlfile import Where, key_name
 
+# defaults that more than one layer uses, defined here once
+CONTAMINATION_N = 13          # contamination check: n-gram length in words (GPT-3's choice)
+CONTAMINATION_MIN_WORDS = 4   # contamination check: evaluation texts shorter than this are not checked
+LM_EVAL_SEED = 1234           # an unset benchmark seed under lm-eval's convention (lm-evaluation-harness's default)
+BIGBENCH_SEED = 42            # an unset benchmark seed under BIG-bench's convention (JsonTask's random_seed)
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -113,8 +119,9 @@ class BenchConfig(Section):
         "bigbench", description="how BIG-bench JSON tasks are prompted and scored: bigbench (as BIG-bench's own code) "
         "or lm-eval (lm-evaluation-harness tokenization); MMLU, GLUE and SuperGLUE always use lm-eval's")
     shots: int = Field(0, ge=0)
-    seed: Optional[int] = Field(None, description="choice order, shot and example selection (default: 42 for "
-                                "BIG-bench tasks scored the bigbench way, as BIG-bench; 1234 otherwise)")
+    seed: Optional[int] = Field(None, description="choice order, shot and example selection (default: "
+                                f"{BIGBENCH_SEED} for BIG-bench tasks scored the bigbench way, as BIG-bench; "
+                                f"{LM_EVAL_SEED} otherwise)")
     batch_size: int = Field(8, gt=0, description="questions per forward pass")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "fp32", description="fp32 keeps choices identical across batch sizes and to lm-eval; bf16 is ~2x faster")
@@ -170,8 +177,8 @@ class ContaminationConfig(Section):
     """N-gram overlap of the training examples with every evaluation set the run uses."""
 
     enabled: bool = Field(True, description="check before training and evaluation")
-    n: int = Field(13, ge=2, description="n-gram length in words (GPT-3 used 13)")
-    min_words: int = Field(4, ge=2, description="evaluation texts shorter than this are not checked")
+    n: int = Field(CONTAMINATION_N, ge=2, description="n-gram length in words (GPT-3 used 13)")
+    min_words: int = Field(CONTAMINATION_MIN_WORDS, ge=2, description="evaluation texts shorter than this are not checked")
     drop: bool = Field(False, description="remove overlapping examples from the training set")
     show: int = Field(10, ge=0, description="overlaps printed (all of them go to contamination.json)")
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 from . import models
 from .config import (
+    CONTAMINATION_MIN_WORDS,
+    CONTAMINATION_N,
     ContaminationConfig,
     DataConfig,
     GenerateConfig,
@@ -16,7 +19,10 @@ from .config import (
     Recipe,
     TrainConfig,
 )
+from .data.contamination import ScoredRows
 from .data.examples import SPLITS, load_prepared, prepare
+from .data.sources import Pool
+from .data.templates import PromptTask
 from .errors import UserError
 from .generation import generate
 from .io.layout import (
@@ -27,6 +33,7 @@ from .io.layout import (
     RecipeRun,
     stage_config,
 )
+from .io.locations import data_root
 from .io.runs import Journal, Stage, completed, read_json, write_json, write_jsonl
 from .models.batching import Formatter
 from .reports import compare as compare_mod
@@ -38,11 +45,11 @@ def prepare_stage(cfg: DataConfig, out: Path | str, mixture: MixtureConfig | Non
     and `evaluation` (what the run will evaluate on), the overlap check (contamination.json)."""
     checking = contamination is not None and contamination.enabled and evaluation is not None
     with Stage(out, "prepare", prepare_config(cfg, mixture, contamination, evaluation)) as st:
-        n, min_words = (contamination.n, contamination.min_words) if contamination else (13, 4)
+        n, min_words = (contamination.n, contamination.min_words) if contamination else (CONTAMINATION_N, CONTAMINATION_MIN_WORDS)
         if mixture is not None:
             from .data import mixtures
 
-            train, validation, plan = mixtures.build(mixture, n, min_words)
+            train, validation, plan = build_mixture(mixture, n, min_words)
             examples, summary = prepare(cfg, only=("test",))
             examples.update(train=train, validation=validation)
         else:
@@ -51,7 +58,7 @@ def prepare_stage(cfg: DataConfig, out: Path | str, mixture: MixtureConfig | Non
         if checking:
             from .data import contamination as contam
 
-            report = contam.check_run(examples, cfg, contamination, evaluation)
+            report = contam.check_run(examples, cfg, contamination, evaluation, evaluation_benchmarks(evaluation))
             if contamination.drop:
                 before = examples["train"]
                 examples["train"] = contam.drop(before, report)
@@ -71,6 +78,56 @@ def prepare_stage(cfg: DataConfig, out: Path | str, mixture: MixtureConfig | Non
             write_jsonl(Path(out) / f"{split}.jsonl", examples[split])
         st.extra["summary"] = summary
     return summary
+
+
+def reserved_rows(task: PromptTask) -> list[ScoredRows]:
+    """The benchmark rows a prompt task's training pool leaves out: for each `source.reserve` entry,
+    the first N examples that benchmark scores (what `sources.pool` and `mixtures.build` take)."""
+    if task.data is None:
+        return []
+    from .benchmarks.tasks import registry
+
+    out = []
+    for r in task.data.reserve:
+        if r["benchmark"] not in registry():
+            raise UserError(f"{task.source}: source.reserve names unknown benchmark '{r['benchmark']}'")
+        out.append(_first_scored(str(data_root()), r["benchmark"], r["first"]))
+    return out
+
+
+@lru_cache(maxsize=64)
+def _first_scored(root: str, name: str, first: int) -> ScoredRows:
+    """The first `first` examples benchmark `name` scores (as a forgetting run picks them by default)."""
+    from .benchmarks.tasks import registry, scored_rows
+
+    return scored_rows([registry()[name]], first)[0]
+
+
+def task_pool(task: PromptTask, n: int = CONTAMINATION_N, min_words: int = CONTAMINATION_MIN_WORDS) -> Pool:
+    """A prompt task's training pool, its reserved benchmark rows left out."""
+    from .data.sources import pool
+
+    return pool(task, n, min_words, reserved_rows(task))
+
+
+def build_mixture(mixture: MixtureConfig, n: int = CONTAMINATION_N, min_words: int = CONTAMINATION_MIN_WORDS) -> tuple[list[dict], list[dict], dict]:
+    """`mixtures.build` with each task's reserved benchmark rows left out of its pool."""
+    from .data import mixtures
+
+    reserved = {task.name: reserved_rows(task) for task, _ in mixtures.resolve(mixture)}
+    return mixtures.build(mixture, n, min_words, reserved)
+
+
+def evaluation_benchmarks(evaluation: dict) -> list[ScoredRows] | None:
+    """The scored rows of the benchmarks an evaluation (`evaluation_of`) names, for `contamination.check_run`."""
+    bench = evaluation.get("benchmarks")
+    if not bench:
+        return None
+    from .benchmarks.tasks import resolve_tasks, scored_rows
+
+    tasks, suite_limit = resolve_tasks(bench.get("task", []), bench.get("suite", []))
+    return scored_rows(tasks, bench.get("limit") or suite_limit, bench.get("shots", 0), bench.get("seed"),
+                       bench.get("select", "first"), bench.get("scoring", "bigbench"))
 
 
 def prepare_config(cfg: DataConfig, mixture=None, contamination=None, evaluation=None) -> dict:

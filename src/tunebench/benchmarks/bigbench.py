@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .tasks import Example, Task, subtask_key
+from .tasks import BenchmarkTask, Example, subtask_key
 
 DEFAULTS = {
     "task_prefix": "",
@@ -57,7 +57,6 @@ MC_METRICS = ["multiple_choice_grade", "calibration_multiple_choice_brier_score"
               "weighted_log_probabilities", "weighted_probabilities", "macro_f1"]
 KNOWN_METRICS = GENERATIVE_METRICS + SCORING_METRICS + MC_METRICS
 DEFAULT_REGEX = r"[^\.\?\!\;\n]+"
-BIGBENCH_SEED = 42            # JsonTask's random_seed
 MAX_LENGTH = 256              # BIGBenchHFModel's max_length: new tokens generated, and characters kept
 # json_task.py's SCORE_RANGES: [low, high] of each preferred score (multiple_choice_grade's low is chance)
 SCORE_RANGES = {"bleu": (0.0, 100.0), "sequence_f1": (0.0, 100.0), "bleurt": (-0.1, 1.1),
@@ -321,14 +320,14 @@ def lm_eval_examples(spec: Spec, kind: str, shots: int, seed: int, perturb=None)
 
 # ---------------------------------------------------------------------------- tasks and containers
 
-def task_from_file(path: Path, name: str | None = None, category: str = "bigbench", data: dict | None = None) -> Task:
+def task_from_file(path: Path, name: str | None = None, category: str = "bigbench", data: dict | None = None) -> BenchmarkTask:
     data = data if data is not None else _read(path)
     spec, kind = read_spec(path, data)
 
     def load(shots: int, seed: int, perturb=None) -> list[Example]:
         return lm_eval_examples(spec, kind, shots, seed, perturb)
 
-    return Task(name=name or f"bigbench/{spec.name}", family="bigbench", kind=kind, metrics=list(spec.metrics),
+    return BenchmarkTask(name=name or f"bigbench/{spec.name}", family="bigbench", kind=kind, metrics=list(spec.metrics),
                 source=str(path), load=load, category=category, size=len(spec.examples),
                 # the file's own fields, as the lm-eval convention reads them (the bigbench one reads `spec`,
                 # which fills in BIG-bench's defaults: its output regex, a preferred score)
@@ -345,7 +344,7 @@ def _subtask_files(folder: Path) -> list[Path]:
     return sorted(p / "task.json" for p in folder.iterdir() if p.is_dir() and (p / "task.json").is_file())
 
 
-def container_from_file(path: Path, name: str, data: dict, category: str = "bigbench") -> Task:
+def container_from_file(path: Path, name: str, data: dict, category: str = "bigbench") -> BenchmarkTask:
     """A task.json without examples: its subtasks, scored one by one and averaged (BIG-bench's
     `add_aggregate_scores`)."""
     files = _subtask_files(path.parent)
@@ -358,20 +357,20 @@ def container_from_file(path: Path, name: str, data: dict, category: str = "bigb
             raise UserError(f"{f}: a subtask must have 'examples' (nested containers are not BIG-bench tasks)")
         subs.append(task_from_file(f, name=f"{name}:{f.parent.name}", category=category, data=sub))
     kinds = {t.kind for t in subs}
-    return Task(name=name, family="bigbench", kind=kinds.pop() if len(kinds) == 1 else "mixed",
+    return BenchmarkTask(name=name, family="bigbench", kind=kinds.pop() if len(kinds) == 1 else "mixed",
                 metrics=sorted({m for t in subs for m in t.metrics}), source=str(path), load=_container_load(subs),
                 category=category, size=sum(t.size for t in subs), subtasks=subs,
                 preferred=data.get("preferred_score"))
 
 
-def _container_load(subs: list[Task]):
+def _container_load(subs: list[BenchmarkTask]):
     """The lm-eval convention's examples of every subtask, ids prefixed with the subtask's folder."""
     def load(shots: int, seed: int, perturb=None) -> list[Example]:
         return [replace(e, id=f"{subtask_key(s)}:{e.id}") for s in subs for e in s.load(shots, seed, perturb)]
     return load
 
 
-def load_bigbench_path(path: Path, prefix: str = "") -> list[Task]:
+def load_bigbench_path(path: Path, prefix: str = "") -> list[BenchmarkTask]:
     """A task.json file, or every task below a directory: a folder's task.json is one task (a
     container when it has no examples), and folders inside a task's folder belong to it."""
     path = Path(path)
@@ -389,7 +388,7 @@ def load_bigbench_path(path: Path, prefix: str = "") -> list[Task]:
     return tasks
 
 
-def _task(path: Path, name: str, data: dict | None = None) -> Task:
+def _task(path: Path, name: str, data: dict | None = None) -> BenchmarkTask:
     data = data if data is not None else _read(path)
     return container_from_file(path, name, data) if _is_container(data) else task_from_file(path, name=name, data=data)
 
@@ -399,7 +398,7 @@ def _name(folder: Path, root: Path, prefix: str) -> str:
     return prefix + "_".join(rel.parts)
 
 
-def bigbench_tasks(root: Path, prefix: str = "bigbench/") -> list[Task]:
+def bigbench_tasks(root: Path, prefix: str = "bigbench/") -> list[BenchmarkTask]:
     """Every task below the data root's bigbench/ folder; a container's subtasks also under names
     of their own (bigbench/hhh_alignment_harmless), marked as belonging to the container."""
     if not root.is_dir():

@@ -7,18 +7,16 @@ a choice's continuation is `target_delimiter` + choice, as in lm-evaluation-harn
 """
 from __future__ import annotations
 
-import csv
-import io
 import random
 from pathlib import Path
 
 import yaml
-from jinja2 import meta
 
-from ..data.templates import _ENV, compiled
+from ..data.templates import compiled, template_variables
 from ..errors import UserError
+from ..io.files import read_table
 from ..io.runs import read_jsonl
-from .tasks import REGISTRY_DIR, Example, Task
+from .tasks import REGISTRY_DIR, BenchmarkTask, Example
 
 
 def _rows(path: Path, fmt: str, columns: list[str] | None, header: bool) -> list[dict]:
@@ -26,17 +24,8 @@ def _rows(path: Path, fmt: str, columns: list[str] | None, header: bool) -> list
         raise UserError(f"{path}: benchmark data file not found")
     if fmt == "jsonl":
         return read_jsonl(path)
-    text = path.read_text(encoding="utf-8-sig")
-    if fmt == "tsv":
-        # GLUE sentences hold bare quote characters: no CSV quoting
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
-    else:
-        # StringIO, not splitlines(): fields may hold \r or U+2028, which are not row breaks
-        reader = csv.reader(io.StringIO(text, newline=""))
-    lines = list(reader)
-    if header:
-        columns, lines = lines[0], lines[1:]
-    return [dict(zip(columns, r)) for r in lines if r]
+    # line breaks read as text mode reads them: \r\n -> \n, also inside the quoted fields of a few MMLU CSVs
+    return [r.fields for r in read_table(path, fmt, columns, header, allow_empty=True, universal_newlines=True)]
 
 
 def _render(template: str, row: dict, where: str) -> str:
@@ -93,22 +82,22 @@ class _Spec:
     def inputs(self, path: Path) -> list[list[str]]:
         """Per row, the text of the fields the prompt reads (all text fields when it reads `row[...]`)."""
         s = self.spec
-        used = meta.find_undeclared_variables(_ENV.parse(s["prompt"]))
+        used = template_variables(s["prompt"])
         out = []
         for row in _rows(path, s.get("format", "csv"), s.get("columns"), s.get("header", False)):
             keys = list(row) if "row" in used else [k for k in row if k in used]
             out.append([row[k] for k in keys if isinstance(row[k], str)])
         return out
 
-    def task(self) -> Task:
+    def task(self) -> BenchmarkTask:
         s = self.spec
         # a missing data file keeps its task registered: asking for it gives a clear error, not "unknown task"
         size = len(_rows(self.path, s.get("format", "csv"), s.get("columns"), s.get("header", False))) if self.path.is_file() else None
-        return Task(name=self.name, family=self.family, kind="multiple_choice", metrics=["accuracy"],
+        return BenchmarkTask(name=self.name, family=self.family, kind="multiple_choice", metrics=["accuracy"],
                     source=str(self.path), load=self.load, category=self.category or self.family, size=size)
 
 
-def declared_tasks(root: Path) -> list[Task]:
+def declared_tasks(root: Path) -> list[BenchmarkTask]:
     tasks = []
     for f in sorted(REGISTRY_DIR.glob("*.yaml")):
         spec = yaml.safe_load(f.read_text())
@@ -125,7 +114,7 @@ def declared_tasks(root: Path) -> list[Task]:
     return tasks
 
 
-def _mmlu(root: Path, spec: dict) -> list[Task]:
+def _mmlu(root: Path, spec: dict) -> list[BenchmarkTask]:
     test_dir = root / Path(spec["path"]).parent
     if not test_dir.is_dir():
         return []

@@ -35,7 +35,14 @@ from . import bigbench_metrics as bbm
 from .bigbench import MAX_LENGTH
 from .perturbations import FAIRNESS, ROBUSTNESS, seeded
 from .scoring import Scorer, postprocess
-from .tasks import Example, Task, examples_for, seed_for, subtask_key, subtask_limit
+from .tasks import (
+    BenchmarkTask,
+    Example,
+    examples_for,
+    seed_for,
+    subtask_key,
+    subtask_limit,
+)
 
 SCORING = {
     "lm-eval": ("lm-evaluation-harness conventions: choices scored by log-likelihood, a trailing space of the context "
@@ -58,7 +65,7 @@ DEFAULT_NEW_TOKENS = {"bigbench": MAX_LENGTH, "lm-eval": 32}
 
 
 
-def run_bench(model_cfg, cfg, tasks: list[Task], out: Path | str, limit: int | None) -> dict:
+def run_bench(model_cfg, cfg, tasks: list[BenchmarkTask], out: Path | str, limit: int | None) -> dict:
     out = Path(out)
     device = models.default_device()
     dtype = models.pick_dtype(cfg.precision, device)
@@ -110,7 +117,7 @@ def run_bench(model_cfg, cfg, tasks: list[Task], out: Path | str, limit: int | N
     return results
 
 
-def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None,
+def run_task(task: BenchmarkTask, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None,
              journal: Journal | None = None) -> tuple[dict, list[dict]]:
     """One task's entry for results.json and its per-example rows."""
     peak = PeakMemory("task")  # resets the peak counters: the efficiency figures get this task's own peak
@@ -142,7 +149,7 @@ def run_task(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int 
     return entry, rows
 
 
-def _run_container(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None,
+def _run_container(task: BenchmarkTask, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None,
                    journal: Journal | None) -> dict:
     """A BIG-bench container: each subtask scored on its own (limit // subtasks examples), the
     scores averaged over subtasks (BIG-bench's add_aggregate_scores). Each example row carries a
@@ -194,7 +201,7 @@ def _run_container(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit
             **{k: sum(p[k] for _, p in parts) for k in ("seconds", "tokens", "sum_sq", "generated", "gen_seconds")}}
 
 
-def _run_leaf(task: Task, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None, journal: Journal | None,
+def _run_leaf(task: BenchmarkTask, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None, journal: Journal | None,
               prefix: str = "") -> dict:
     """A task with examples: its scores, per-example rows, the (prediction, right?) outcomes for the
     robustness and fairness comparisons, and what the model ran (for the efficiency figures)."""
@@ -240,7 +247,7 @@ class _Pass:
     copy): choice scores when the task has choices to score, generations when its metrics read
     text, and the outcome (prediction, right?) per example that robustness and fairness compare."""
 
-    def __init__(self, task: Task, convention: str, scorer: Scorer, model, fmt: Formatter, cfg, journal, prefix: str):
+    def __init__(self, task: BenchmarkTask, convention: str, scorer: Scorer, model, fmt: Formatter, cfg, journal, prefix: str):
         self.task, self.convention, self.scorer, self.model, self.fmt = task, convention, scorer, model, fmt
         self.cfg, self.journal, self.prefix = cfg, journal, prefix
         self.stats = {"prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0, "sum_sq_lengths": 0}
@@ -311,7 +318,7 @@ class _Pass:
         return [[c.logprob for c in x] for x in cs]
 
 
-def _bigbench_scores(task: Task, run: _Pass, examples: list[Example], rows: list[dict], main: dict):
+def _bigbench_scores(task: BenchmarkTask, run: _Pass, examples: list[Example], rows: list[dict], main: dict):
     spec = task.bigbench
     scores, per, missing = {}, {}, {}
     if "choice_scores" in main:
@@ -341,7 +348,7 @@ def _bigbench_scores(task: Task, run: _Pass, examples: list[Example], rows: list
     return scores, per, missing
 
 
-def _lm_eval_scores(task: Task, examples: list[Example], rows: list[dict], main: dict):
+def _lm_eval_scores(task: BenchmarkTask, examples: list[Example], rows: list[dict], main: dict):
     scores: dict[str, float] = {}
     per_example: dict[str, list[float]] = {}
     not_computed: dict[str, str] = {}

@@ -3,7 +3,7 @@
 A task is data: a list of examples, each a context plus either answer choices (scored by
 log-likelihood) or target strings (scored on generated text), and the metrics to report.
 Loaders for BIG-bench JSON files and for the YAML-declared MMLU/GLUE/SuperGLUE tasks turn
-files into `Task`s; everything downstream (scoring, results, comparisons) sees only this shape.
+files into `BenchmarkTask`s; everything downstream (scoring, results, comparisons) sees only this shape.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from typing import Callable, Optional
 
 import yaml
 
+from ..config import BIGBENCH_SEED, LM_EVAL_SEED
+from ..data.contamination import ScoredRows
 from ..errors import UserError
 from ..io.locations import data_root, describe
 
@@ -34,7 +36,7 @@ class Example:
 
 
 @dataclass
-class Task:
+class BenchmarkTask:
     name: str
     family: str                        # bigbench, mmlu, glue, superglue
     kind: str                          # "multiple_choice" or "generate"
@@ -47,7 +49,7 @@ class Task:
     output_regex: Optional[str] = None
     preferred: Optional[str] = None
     bigbench: Optional[object] = field(default=None, repr=False)  # bigbench.Spec: the file as BIG-bench reads it
-    subtasks: list["Task"] = field(default_factory=list, repr=False)  # a BIG-bench container's tasks
+    subtasks: list["BenchmarkTask"] = field(default_factory=list, repr=False)  # a BIG-bench container's tasks
     container: Optional[str] = None    # the container this task is a subtask of
 
     def scoring(self, convention: str) -> str:
@@ -55,17 +57,12 @@ class Task:
         return "bigbench" if convention == "bigbench" and self.family == "bigbench" else "lm-eval"
 
 
-LM_EVAL_SEED = 1234
-
-
 def seed_for(seed: Optional[int], convention: str) -> int:
-    """An unset seed is each convention's own default: BIG-bench's JsonTask uses 42."""
-    from .bigbench import BIGBENCH_SEED
-
+    """An unset seed is each convention's own default: BIGBENCH_SEED (BIG-bench's JsonTask), else LM_EVAL_SEED."""
     return seed if seed is not None else BIGBENCH_SEED if convention == "bigbench" else LM_EVAL_SEED
 
 
-def examples_for(task: Task, shots: int, seed: Optional[int], limit: Optional[int] = None, select: str = "first",
+def examples_for(task: BenchmarkTask, shots: int, seed: Optional[int], limit: Optional[int] = None, select: str = "first",
                  convention: str = "lm-eval", perturb=None) -> list[Example]:
     """The examples a run scores: prompts built by the task's convention, `limit` of them kept
     (`select` first: the first in file order; seeded: BIG-bench's draw, `RandomState(seed).choice`).
@@ -92,7 +89,22 @@ def examples_for(task: Task, shots: int, seed: Optional[int], limit: Optional[in
     return examples[:limit]
 
 
-def subtask_limit(task: Task, limit: Optional[int]) -> Optional[int]:
+def scored_rows(tasks: list[BenchmarkTask], limit: Optional[int], shots: int = 0, seed: Optional[int] = None,
+                select: str = "first", scoring: str = "bigbench") -> list[ScoredRows]:
+    """The examples a benchmark run scores, picked as the run picks them, as the data layer's plain
+    `ScoredRows`: (id, raw input texts) per example, for the contamination check and reserved pool rows."""
+    return [ScoredRows(task.name, task.source, select, limit,
+                       [(e.id, e.inputs or [e.context] + list(e.targets))
+                        for e in examples_for(task, shots, seed, limit, select, scoring)]) for task in tasks]
+
+
+def benchmark_sets(tasks: list[BenchmarkTask], limit: Optional[int], shots: int = 0, seed: Optional[int] = None,
+                   select: str = "first", scoring: str = "bigbench") -> dict[str, list[tuple[str, list[str]]]]:
+    """(id, raw input texts) of the examples a benchmark run scores, per task (`contamination.index_of`'s input)."""
+    return {r.name: r.items for r in scored_rows(tasks, limit, shots, seed, select, scoring)}
+
+
+def subtask_limit(task: BenchmarkTask, limit: Optional[int]) -> Optional[int]:
     """A container's limit per subtask: BIG-bench splits max_examples evenly (rounding down)."""
     if not limit:
         return None
@@ -102,23 +114,23 @@ def subtask_limit(task: Task, limit: Optional[int]) -> Optional[int]:
     return limit // len(task.subtasks)
 
 
-def subtask_key(task: Task) -> str:
+def subtask_key(task: BenchmarkTask) -> str:
     """A subtask's name inside its container: its folder."""
     return Path(task.source).parent.name
 
 
 @lru_cache(maxsize=4)
-def _registry(root: str) -> dict[str, Task]:
+def _registry(root: str) -> dict[str, BenchmarkTask]:
     from .bigbench import bigbench_tasks
     from .declared import declared_tasks
 
-    tasks: dict[str, Task] = {}
+    tasks: dict[str, BenchmarkTask] = {}
     for t in declared_tasks(Path(root)) + bigbench_tasks(Path(root) / "bigbench", prefix="bigbench/"):
         tasks[t.name] = t
     return tasks
 
 
-def registry() -> dict[str, Task]:
+def registry() -> dict[str, BenchmarkTask]:
     return _registry(str(data_root()))
 
 
@@ -127,22 +139,22 @@ def suites() -> dict[str, dict]:
     return yaml.safe_load((REGISTRY_DIR / "suites.yaml").read_text())
 
 
-def example_count(tasks: list[Task], limit: Optional[int]) -> int:
+def example_count(tasks: list[BenchmarkTask], limit: Optional[int]) -> int:
     """Examples a run of these tasks scores (tasks whose size is unknown count 0)."""
     return sum(min(t.size, limit) if limit else t.size for t in tasks if t.size)
 
 
-def _whole(matched: list[Task]) -> list[Task]:
+def _whole(matched: list[BenchmarkTask]) -> list[BenchmarkTask]:
     """A pattern that matches a container and its subtasks means the container (scored whole)."""
     names = {t.name for t in matched}
     return [t for t in matched if t.container not in names]
 
 
-def resolve_tasks(names: list[str] = (), suite_names: list[str] = ()) -> tuple[list[Task], Optional[int]]:
+def resolve_tasks(names: list[str] = (), suite_names: list[str] = ()) -> tuple[list[BenchmarkTask], Optional[int]]:
     """Tasks for --task and --suite arguments, in order, without repeats; and the suite's default limit."""
     from .bigbench import load_bigbench_path
 
-    out: list[Task] = []
+    out: list[BenchmarkTask] = []
     limit = None
     for s in suite_names:
         if s not in suites():

@@ -17,8 +17,10 @@ from __future__ import annotations
 import re
 import sys
 from collections import defaultdict
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
 
+from ..config import CONTAMINATION_MIN_WORDS, CONTAMINATION_N
 from ..errors import UserError
 
 _PUNCT = re.compile(r"[\W_]+")
@@ -28,6 +30,25 @@ HOW = ("word n-grams, lowercased, punctuation as word breaks; training side: ren
        "an evaluation text shorter than n words is one gram, matched where it occurs word for word")
 
 
+@dataclass
+class ScoredRows:
+    """The examples a benchmark run scores, as plain data: what the data layer knows of a benchmark.
+
+    Built above this layer (`tunebench.benchmarks.tasks.scored_rows`) and passed down: an evaluation
+    set of the contamination check, or the rows a training pool reserves (`source.reserve`).
+    """
+
+    name: str                                   # the benchmark task's registry name
+    source: str                                 # the file it reads
+    select: str                                 # how `limit` picks: "first" (file order) or "seeded"
+    limit: Optional[int]                        # examples scored (None: all of them)
+    items: list[tuple[str, list[str]]]          # (id, raw input texts) of each scored example
+
+    @property
+    def where(self) -> str:
+        return self.source + (f", {self.select} {self.limit}" if self.limit else "")
+
+
 def words(text: str) -> list[str]:
     return _PUNCT.sub(" ", text.lower()).split()
 
@@ -35,7 +56,7 @@ def words(text: str) -> list[str]:
 class EvalIndex:
     """The evaluation sets, indexed once; training texts are then looked up position by position."""
 
-    def __init__(self, n: int = 13, min_words: int = 4):
+    def __init__(self, n: int = CONTAMINATION_N, min_words: int = CONTAMINATION_MIN_WORDS):
         if n < 2 or not 2 <= min_words <= n:
             raise UserError(f"contamination: need n >= 2 and 2 <= min_words <= n (got n={n}, min_words={min_words})")
         self.n, self.min_words = n, min_words
@@ -112,15 +133,6 @@ def drop(train: list[dict], report: dict) -> list[dict]:
     return [r for r in train if r["id"] not in bad]
 
 
-def benchmark_sets(tasks, limit: int | None, shots: int = 0, seed: int | None = None, select: str = "first",
-                   scoring: str = "bigbench") -> dict[str, list[tuple[str, list[str]]]]:
-    """(id, raw input texts) of the examples a benchmark run scores, picked as the run picks them."""
-    from ..benchmarks.tasks import examples_for
-
-    return {task.name: [(e.id, e.inputs or [e.context] + list(e.targets))
-                        for e in examples_for(task, shots, seed, limit, select, scoring)] for task in tasks}
-
-
 def index_of(eval_sets: dict[str, list[tuple[str, list[str]]]], n: int, min_words: int) -> EvalIndex:
     index = EvalIndex(n, min_words)
     for name, items in eval_sets.items():
@@ -150,14 +162,19 @@ def print_report(report: dict, show: int = 10, file=None) -> None:
         print(f"  ... {len(report['overlaps']) - show} more in contamination.json", file=file)
 
 
-def evaluation_sets(examples: dict, data_cfg, evaluation: dict) -> tuple[dict, dict]:
+def evaluation_sets(examples: dict, data_cfg, evaluation: dict,
+                    benchmarks: Optional[Sequence[ScoredRows]] = None) -> tuple[dict, dict]:
     """The run's evaluation sets as (id, raw texts), and where each came from.
 
     `evaluation`: {"split", "limit"} for the summarization evaluation and optionally
-    {"benchmarks": {"suite", "task", "limit", "shots", "seed", "select", "scoring"}} for the forgetting suite.
+    {"benchmarks": {"suite", "task", "limit", "shots", "seed", "select", "scoring"}} for the forgetting suite,
+    whose scored rows the caller computes and passes as `benchmarks` (`tunebench.pipeline.evaluation_benchmarks`).
     """
     from .examples import evaluation_texts
 
+    if evaluation.get("benchmarks") and benchmarks is None:
+        raise TypeError("evaluation_sets: evaluation names benchmarks, but their scored rows were not passed "
+                        "(tunebench.pipeline.evaluation_benchmarks computes them)")
     sets, where = {}, {}
     split, limit = evaluation.get("split"), evaluation.get("limit")
     if split:
@@ -168,21 +185,14 @@ def evaluation_sets(examples: dict, data_cfg, evaluation: dict) -> tuple[dict, d
         else:
             sets[name] = evaluation_texts(data_cfg, split, limit)
         where[name] = f"{data_cfg.path or data_cfg.dataset}: {split} split" + (f", first {limit}" if limit else "")
-    bench = evaluation.get("benchmarks")
-    if bench:
-        from ..benchmarks.tasks import resolve_tasks
-
-        tasks, suite_limit = resolve_tasks(bench.get("task", []), bench.get("suite", []))
-        blimit = bench.get("limit") or suite_limit
-        select = bench.get("select", "first")
-        sets.update(benchmark_sets(tasks, blimit, bench.get("shots", 0), bench.get("seed"), select,
-                                   bench.get("scoring", "bigbench")))
-        for t in tasks:
-            where[t.name] = f"{t.source}" + (f", {select} {blimit}" if blimit else "")
+    for b in benchmarks or ():
+        sets[b.name] = b.items
+        where[b.name] = b.where
     return sets, where
 
 
-def check_run(examples: dict, data_cfg, cfg, evaluation: dict) -> dict:
-    """The check a recipe runs after `prepare`: the training split against every evaluation set."""
-    sets, where = evaluation_sets(examples, data_cfg, evaluation)
+def check_run(examples: dict, data_cfg, cfg, evaluation: dict, benchmarks: Optional[Sequence[ScoredRows]] = None) -> dict:
+    """The check a recipe runs after `prepare`: the training split against every evaluation set
+    (`benchmarks`: the scored rows of the benchmarks `evaluation` names, see `evaluation_sets`)."""
+    sets, where = evaluation_sets(examples, data_cfg, evaluation, benchmarks)
     return check(examples["train"], index_of(sets, cfg.n, cfg.min_words), where)

@@ -1,118 +1,29 @@
 """Records in, prompt/completion examples out: loading, validation, splits, templating.
 
-A *record* is a row of the user's data (a dict of strings) plus where it came from.
+A *record* is a row of the user's data (a dict of strings) plus where it came from (`io.files`
+reads the files).
 An *example* is what every later stage reads: id, prompt (the rendered instruction, before any
 chat template), completion, references (one or more human targets) and the template used.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import random
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DataConfig
 from ..errors import UserError
+from ..io.files import Record, read_records
 from ..io.locations import data_root, find, hub_offline, is_hub_id
-from .templates import Task, get_task
+from .templates import PromptTask, get_task, template_variables
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "dev": "validation", "val": "validation", "valid": "validation",
                   "validation": "validation", "test": "test"}
 _SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 NAMED_DATASETS = ("dialogsum",)   # folders of the data root a recipe may name
-
-
-@dataclass
-class Record:
-    fields: dict
-    source: str  # "file:line" for error messages and provenance
-
-
-# ---------------------------------------------------------------------------- reading files
-
-def read_records(path: Path | str) -> list[Record]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        return _read_jsonl(path)
-    if suffix in (".csv", ".tsv"):
-        return _read_csv(path, "\t" if suffix == ".tsv" else ",")
-    if suffix == ".parquet":
-        return _read_parquet(path)
-    raise UserError(f"{path}: unsupported file type '{suffix}' (use .jsonl, .csv, .tsv or .parquet)")
-
-
-def _open_text(path: Path):
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#x})") from None
-    if not text.strip():
-        raise UserError(f"{path}: file is empty")
-    return text
-
-
-def _read_jsonl(path: Path) -> list[Record]:
-    text = _open_text(path)
-    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-        return [_as_record(r, f"{path}:[{i}]") for i, r in enumerate(rows)]
-    out = []
-    # line ends are \n, \r\n or \r (never raw inside a JSON string); not splitlines(), which also breaks
-    # at U+2028, U+2029 and NEL, characters JSON allows raw inside strings
-    for i, line in enumerate(re.split(r"\r\n?|\n", text), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-        out.append(_as_record(row, f"{path}:{i}"))
-    return out
-
-
-def _as_record(row, source: str) -> Record:
-    if not isinstance(row, dict):
-        raise UserError(f"{source}: a record must be a JSON object, got {type(row).__name__}")
-    return Record(row, source)
-
-
-def _read_csv(path: Path, delimiter: str) -> list[Record]:
-    text = _open_text(path)
-    # StringIO, not splitlines(): quoted fields may hold \r or U+2028, which are not row breaks
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    out = []
-    try:
-        for row in reader:
-            # the line where this row ends; rows can span lines inside quotes
-            out.append(Record({k: v for k, v in row.items() if k is not None}, f"{path}:{reader.line_num}"))
-    except csv.Error as e:
-        raise UserError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
-    return out
-
-
-def _read_parquet(path: Path) -> list[Record]:
-    import pyarrow.parquet as pq
-
-    try:
-        rows = pq.read_table(path).to_pylist()
-    except Exception as e:  # pyarrow raises many types for a broken file
-        raise UserError(f"{path}: not a readable Parquet file ({e})") from None
-    return [Record(r, f"{path}:row {i}") for i, r in enumerate(rows, 1)]
+# without data.id_field, a record's id is the first of these columns it has (else its file:line):
+# the usual names, and the id column of the named datasets (DialogSum's is "fname")
+DEFAULT_ID_COLUMNS = ("id", "fname", "idx")
 
 
 # ---------------------------------------------------------------------------- datasets
@@ -187,7 +98,7 @@ def _hub_dataset(name: str):
 
 # ---------------------------------------------------------------------------- validation
 
-def normalise(rec: Record, task: Task, cfg: DataConfig, need_target: bool) -> dict:
+def normalise(rec: Record, task: PromptTask, cfg: DataConfig, need_target: bool) -> dict:
     """Rename user columns, collect references, and check every field the templates use."""
     f = dict(rec.fields)
     for var, column in cfg.fields.items():
@@ -218,12 +129,8 @@ def _num_suffix(k: str):
     return (len(k), int(digits) if digits else 0)
 
 
-def _target_vars(task: Task) -> list[str]:
-    from jinja2 import meta
-
-    from .templates import _ENV
-
-    return sorted(meta.find_undeclared_variables(_ENV.parse(task.target)))
+def _target_vars(task: PromptTask) -> list[str]:
+    return sorted(template_variables(task.target))
 
 
 def _check_field(rec: Record, f: dict, name: str) -> None:
@@ -334,7 +241,7 @@ def evaluation_texts(cfg: DataConfig, split: str, limit: int | None) -> list[tup
 
 
 def _default_id(f: dict, rec: Record) -> str:
-    for key in ("id", "fname", "idx"):
+    for key in DEFAULT_ID_COLUMNS:
         if key in f and f[key] not in (None, ""):
             return str(f[key])
     return rec.source

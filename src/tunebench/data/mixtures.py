@@ -21,10 +21,12 @@ import math
 import random
 import sys
 from collections import Counter
+from typing import Mapping, Sequence
 
-from ..config import MixtureConfig
+from ..config import CONTAMINATION_MIN_WORDS, CONTAMINATION_N, MixtureConfig
 from ..errors import UserError
-from .templates import Task, all_tasks
+from .contamination import ScoredRows
+from .templates import PromptTask, all_tasks
 
 SHOT_SEPARATOR = "\n\n"
 
@@ -45,7 +47,7 @@ def allocate(total: int, shares: list[float]) -> list[int]:
     return counts
 
 
-def resolve(cfg: MixtureConfig) -> list[tuple[Task, object]]:
+def resolve(cfg: MixtureConfig) -> list[tuple[PromptTask, object]]:
     known = all_tasks(cfg.task_files)
     out, seen = [], set()
     for entry in cfg.tasks:
@@ -62,7 +64,7 @@ def resolve(cfg: MixtureConfig) -> list[tuple[Task, object]]:
     return out
 
 
-def _templates(task: Task, entry, inverted: bool):
+def _templates(task: PromptTask, entry, inverted: bool):
     if entry.templates != "all":
         return [task.template(n) for n in entry.templates]
     return [t for t in task.templates if inverted or not t.inverted]
@@ -73,12 +75,18 @@ def render(template, record: dict, shots: list[dict]) -> str:
     return SHOT_SEPARATOR.join(parts + [template.render(record)])
 
 
-def build(cfg: MixtureConfig, n: int = 13, min_words: int = 4) -> tuple[list[dict], list[dict], dict]:
-    """Training rows, validation rows and the plan (rates, pools) of a mixture."""
+def build(cfg: MixtureConfig, n: int = CONTAMINATION_N, min_words: int = CONTAMINATION_MIN_WORDS,
+          reserved: Mapping[str, Sequence[ScoredRows]] | None = None) -> tuple[list[dict], list[dict], dict]:
+    """Training rows, validation rows and the plan (rates, pools) of a mixture.
+
+    `reserved`: per task name, the benchmark rows its pool leaves out (`sources.pool`); computed
+    above this layer by `tunebench.pipeline.build_mixture`, which is what callers normally use.
+    """
     from .sources import pool
 
     resolved = resolve(cfg)
-    pools = [pool(task, n, min_words) for task, _ in resolved]
+    reserved = reserved or {}
+    pools = [pool(task, n, min_words, reserved.get(task.name, ())) for task, _ in resolved]
     shares = rates([len(p.train) for p in pools], [e.weight for _, e in resolved], cfg.cap, cfg.temperature)
     counts = allocate(cfg.total, shares)
     train, validation, plan = [], [], []
@@ -100,7 +108,7 @@ def build(cfg: MixtureConfig, n: int = 13, min_words: int = 4) -> tuple[list[dic
     return train, validation, {"config": cfg.model_dump(), "tasks": plan}
 
 
-def _sample(task: Task, records: list[dict], templates, count: int, cfg: MixtureConfig, rng: random.Random) -> list[dict]:
+def _sample(task: PromptTask, records: list[dict], templates, count: int, cfg: MixtureConfig, rng: random.Random) -> list[dict]:
     picks, epoch = [], 0
     while len(picks) < count:
         # without replacement until the pool runs out, then a fresh pass (small tasks repeat, as in FLAN)
@@ -133,7 +141,7 @@ def _distinct(rng: random.Random, n: int, exclude: int, k: int) -> list[int]:
     return out
 
 
-def _row(task: Task, rec: dict, tmpl, rid: str, shots: list[dict]) -> dict:
+def _row(task: PromptTask, rec: dict, tmpl, rid: str, shots: list[dict]) -> dict:
     completion = tmpl.render_target(rec)
     return {"id": rid, "task": task.name, "prompt": render(tmpl, rec, shots), "completion": completion,
             "references": [completion], "template": tmpl.name, "shots": len(shots),

@@ -8,19 +8,22 @@ and stops with the file, line and field.
 The training pool never holds what a benchmark scores: for each `reserve` entry the first N
 examples of that benchmark are skipped when they come from the same file, and any other row
 sharing a 13-gram (or a whole short text) with them is left out too (BoolQ asks several questions
-about one passage; RTE repeats hypotheses between its train and validation files).
+about one passage; RTE repeats hypotheses between its train and validation files). Those scored
+rows are computed above this layer (`tunebench.pipeline.reserved_rows`) and passed in: data
+preparation never imports the benchmark registry.
 """
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
+from ..config import CONTAMINATION_MIN_WORDS, CONTAMINATION_N
 from ..errors import UserError
+from ..io.files import Record, read_csv_records, read_jsonl_records, read_table
 from ..io.locations import data_root, describe
-from .examples import Record, _open_text, _read_csv, _read_jsonl
-from .templates import Source, Task
+from .contamination import ScoredRows, index_of
+from .templates import PromptTask, Source
 
 
 @dataclass
@@ -47,23 +50,15 @@ def read_rows(source: Source, path: Path) -> list[Record]:
     if not path.is_file():
         raise UserError(f"{path}: task data file not found (data root: {describe()})")
     if fmt == "jsonl":
-        return _read_jsonl(path)
+        return read_jsonl_records(path)
     if fmt == "csv" and not source.columns:
-        return _read_csv(path, ",")
+        return read_csv_records(path, ",")
     if fmt not in ("csv", "tsv"):
         raise UserError(f"{path}: cannot tell the format from the suffix (set source.format)")
-    text = _open_text(path)
-    # GLUE TSVs hold bare quote characters: read them without CSV quoting, as GLUE's own readers do
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",",
-                        quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
-    lines = list(reader)
-    columns = list(source.columns) if source.columns else lines[0]
-    body = lines if source.columns else lines[1:]
-    first = 1 if source.columns else 2
-    return [Record(dict(zip(columns, r)), f"{path}:{i}") for i, r in enumerate(body, first) if r]
+    return read_table(path, fmt, source.columns, header=not source.columns)
 
 
-def to_record(task: Task, rec: Record, index: int) -> dict | None:
+def to_record(task: PromptTask, rec: Record, index: int) -> dict | None:
     """Template variables of one row, or None when an input is empty (skipped and counted)."""
     src, row, out = task.data, rec.fields, {}
     for var, column in src.fields.items():
@@ -91,7 +86,7 @@ def to_record(task: Task, rec: Record, index: int) -> dict | None:
     return out
 
 
-def _records(task: Task, rows: list[Record], first_index: int = 1, positions: list[int] | None = None) -> tuple[list[dict], int]:
+def _records(task: PromptTask, rows: list[Record], first_index: int = 1, positions: list[int] | None = None) -> tuple[list[dict], int]:
     out, empty = [], 0
     for i, rec in zip(positions or range(first_index, first_index + len(rows)), rows):
         r = to_record(task, rec, i)
@@ -102,27 +97,38 @@ def _records(task: Task, rows: list[Record], first_index: int = 1, positions: li
     return out, empty
 
 
-def input_texts(task: Task, record: dict) -> list[str]:
+def input_texts(task: PromptTask, record: dict) -> list[str]:
     return [record[v] for v in task.data.fields if isinstance(record.get(v), str)]
 
 
-def pool(task: Task, n: int = 13, min_words: int = 4) -> Pool:
-    """The task's training pool and validation records (the source files are read once per process)."""
+def pool(task: PromptTask, n: int = CONTAMINATION_N, min_words: int = CONTAMINATION_MIN_WORDS,
+         reserved: Sequence[ScoredRows] = ()) -> Pool:
+    """The task's training pool and validation records (the source files are read once per process).
+
+    `reserved`: the scored rows of each benchmark the task's `source.reserve` names (computed by
+    `tunebench.pipeline.reserved_rows`); a reserve entry without its rows is a programming error.
+    """
     if task.data is None:
         raise UserError(f"task '{task.name}' ({task.source}) declares no source: it cannot be part of a mixture")
-    key = (task.source, task.name, n, min_words, str(data_root()))
+    key = (task.source, task.name, n, min_words, str(data_root()),
+           tuple((r.name, r.source, r.select, r.limit, len(r.items)) for r in reserved))
     if key not in _POOLS:
-        _POOLS[key] = _pool(task, n, min_words)
+        _POOLS[key] = _pool(task, n, min_words, reserved)
     return _POOLS[key]
 
 
 _POOLS: dict[tuple, Pool] = {}
 
 
-def _pool(task: Task, n: int, min_words: int) -> Pool:
-    from ..benchmarks.tasks import registry
-    from . import contamination
+def _reserved_of(task: PromptTask, entry: dict, reserved: Sequence[ScoredRows]) -> ScoredRows:
+    for r in reserved:
+        if r.name == entry["benchmark"] and r.limit == entry["first"] and r.select == "first":
+            return r
+    raise TypeError(f"{task.source}: source.reserve names {entry['benchmark']} (first {entry['first']}), but its "
+                    "scored rows were not passed (tunebench.pipeline.reserved_rows computes them)")
 
+
+def _pool(task: PromptTask, n: int, min_words: int, reserved: Sequence[ScoredRows]) -> Pool:
     src = task.data
     train_path = resolve(src, src.train)
     rows = read_rows(src, train_path)
@@ -130,20 +136,18 @@ def _pool(task: Task, n: int, min_words: int) -> Pool:
     positions = list(range(1, len(rows) + 1))
     reserved_sets = {}
     for r in src.reserve:
-        bench = registry().get(r["benchmark"])
-        if bench is None:
-            raise UserError(f"{task.source}: source.reserve names unknown benchmark '{r['benchmark']}'")
+        bench = _reserved_of(task, r, reserved)
         if Path(bench.source).resolve() == train_path.resolve():
             # the benchmark reads this very file in order: its first N rows are the scored ones
             keep = [(p, rec) for p, rec in zip(positions, rows) if p > r["first"]]
             skipped[f"first {r['first']} rows (scored by {r['benchmark']})"] = len(rows) - len(keep)
             positions, rows = [p for p, _ in keep], [rec for _, rec in keep]
-        reserved_sets.update(contamination.benchmark_sets([bench], r["first"]))
+        reserved_sets[bench.name] = bench.items
     records, empty = _records(task, rows, positions=positions)
     if empty:
         skipped["empty input field"] = empty
     if reserved_sets:
-        index = contamination.index_of(reserved_sets, n, min_words)
+        index = index_of(reserved_sets, n, min_words)
         clean = [r for r in records if not any(index.find(t) for t in input_texts(task, r))]
         if len(clean) < len(records):
             skipped[f"overlap with the reserved rows of {', '.join(reserved_sets)}"] = len(records) - len(clean)
@@ -165,7 +169,7 @@ def _pool(task: Task, n: int, min_words: int) -> Pool:
     return Pool(task=task.name, train=records, validation=validation, skipped=skipped, files=files)
 
 
-def sample_records(task: Task, k: int) -> list[dict]:
+def sample_records(task: PromptTask, k: int) -> list[dict]:
     """The first k usable records of the task's training file, for `templates show` (no pool checks: fast)."""
     src = task.data
     if src is None:

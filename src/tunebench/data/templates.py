@@ -53,7 +53,7 @@ class Template:
     @property
     def inputs(self) -> list[str]:
         """Variables the prompt reads, in a stable order (chat feeds a typed line to the first)."""
-        return sorted(meta.find_undeclared_variables(_ENV.parse(self.prompt)))
+        return sorted(template_variables(self.prompt))
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class Source:
 
 
 @dataclass(frozen=True)
-class Task:
+class PromptTask:
     name: str
     description: str
     inputs: tuple[str, ...]
@@ -130,9 +130,14 @@ class Task:
         return [rng.choice(pool) for _ in range(n)]
 
 
+def template_variables(text: str) -> set[str]:
+    """The variables a template reads (jinja2.TemplateSyntaxError if it is not a template)."""
+    return meta.find_undeclared_variables(_ENV.parse(text))
+
+
 def _variables(text: str, source: str) -> set[str]:
     try:
-        return meta.find_undeclared_variables(_ENV.parse(text))
+        return template_variables(text)
     except jinja2.TemplateSyntaxError as e:
         raise UserError(f"{source}:{e.lineno}: template syntax error ({e.message})") from None
 
@@ -156,7 +161,7 @@ def _render(text: str, record: dict, what: str) -> str:
 
 # ---------------------------------------------------------------------------- loading and validation
 
-def load_task_file(path: Path | str) -> Task:
+def load_task_file(path: Path | str) -> PromptTask:
     path = Path(path)
     raw, node = yamlfile.load(path, "task file")
     if not isinstance(raw, dict):
@@ -192,7 +197,7 @@ def load_task_file(path: Path | str) -> Task:
         seen.add(t["name"])
         templates.append(Template(name=str(t["name"]), prompt=t["prompt"], task=name,
                                   target=t.get("target", raw["target"]), inverted=t.get("inverted", False)))
-    task = Task(name=name, description=str(raw.get("description", "")), inputs=tuple(raw["inputs"]),
+    task = PromptTask(name=name, description=str(raw.get("description", "")), inputs=tuple(raw["inputs"]),
                 target=raw["target"], templates=tuple(templates), source=str(path), data=data,
                 variables_declared=tuple(raw.get("variables", [])))
     _check_variables(task, raw, where)
@@ -200,7 +205,7 @@ def load_task_file(path: Path | str) -> Task:
     return task
 
 
-def _check_private_attributes(task: Task, where: Where) -> None:
+def _check_private_attributes(task: PromptTask, where: Where) -> None:
     """Reaching for a private attribute (`__class__`, `__globals__`) is the first step of every sandbox
     escape: refused when the file is loaded; the sandbox still guards rendering."""
     from jinja2 import nodes
@@ -221,7 +226,7 @@ def _no_unknown(d: dict, known: tuple[str, ...], where: Where, *loc) -> None:
                                                                  else f" (known: {', '.join(known)})"))
 
 
-def _check_variables(task: Task, raw: dict, where: Where) -> None:
+def _check_variables(task: PromptTask, raw: dict, where: Where) -> None:
     """Every variable a template names must be one the records provide: a typo fails at load, not mid-run."""
     if task.data is not None:
         declared = set(task.data.fields) | ({task.data.label["as"]} if task.data.label else set())
@@ -287,7 +292,7 @@ def _source(s, where: Where, path: Path) -> Source:
 
 
 @lru_cache(maxsize=None)
-def builtin_tasks() -> dict[str, Task]:
+def builtin_tasks() -> dict[str, PromptTask]:
     tasks = {}
     for f in sorted(LIBRARY.glob("*.yaml")):
         t = load_task_file(f)
@@ -295,7 +300,7 @@ def builtin_tasks() -> dict[str, Task]:
     return tasks
 
 
-def all_tasks(task_files: list[str] = ()) -> dict[str, Task]:
+def all_tasks(task_files: list[str] = ()) -> dict[str, PromptTask]:
     """Built-in tasks plus those in the user's task files; a clash of names is refused."""
     tasks = dict(builtin_tasks())
     for f in task_files:
@@ -306,7 +311,7 @@ def all_tasks(task_files: list[str] = ()) -> dict[str, Task]:
     return tasks
 
 
-def get_task(name_or_path: str, task_files: list[str] = ()) -> Task:
+def get_task(name_or_path: str, task_files: list[str] = ()) -> PromptTask:
     """A built-in task by name (or one from `task_files`), or a user's task file by path."""
     if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).is_file():
         return load_task_file(name_or_path)
