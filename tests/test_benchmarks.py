@@ -453,14 +453,14 @@ def test_a_missing_benchmark_file_is_a_clear_error(tmp_path, monkeypatch):
     from tunebench.benchmarks import tasks as tasks_mod
 
     monkeypatch.setenv("TUNEBENCH_DATA", str(tmp_path))  # an empty data root
-    tasks_mod._registry.cache_clear()
+    tasks_mod.clear_registry()
     try:
         task = tasks_mod.registry()["glue/sst2"]
         assert task.size is None
         with pytest.raises(UserError, match=r"glue/SST-2/dev\.tsv: benchmark data file not found"):
             task.load(0, 0)
     finally:
-        tasks_mod._registry.cache_clear()
+        tasks_mod.clear_registry()
 
 
 def test_the_lm_eval_convention_reads_the_files_own_fields(tmp_path):

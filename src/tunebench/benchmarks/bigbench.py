@@ -30,7 +30,6 @@ lm-evaluation-harness parity bench W3 uses): choices appended in a `random.Rando
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import random
 from dataclasses import dataclass, replace
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, closest
 from .tasks import BenchmarkTask, Example, subtask_key
 
 DEFAULTS = {
@@ -126,9 +125,9 @@ def validate(data: dict, path: Path) -> str:
         raise UserError(f"{path}: key 'metrics' must be a non-empty list")
     unknown = [m for m in data["metrics"] if m not in KNOWN_METRICS]
     if unknown:
-        hint = difflib.get_close_matches(unknown[0], KNOWN_METRICS, n=1) if isinstance(unknown[0], str) else []
+        hint = closest(unknown[0], KNOWN_METRICS)
         raise UserError(f"{path}: metric {unknown[0]!r} is not a BIG-bench JSON-task metric ("
-                        + (f"did you mean '{hint[0]}'? " if hint else "") + f"known: {', '.join(KNOWN_METRICS)})")
+                        + (f"did you mean '{hint}'? " if hint else "") + f"known: {', '.join(KNOWN_METRICS)})")
     if not isinstance(data["examples"], list) or not data["examples"]:
         raise UserError(f"{path}: key 'examples' must be a non-empty list")
     mc = any(m in MC_METRICS for m in data["metrics"])

@@ -7,7 +7,6 @@ files into `BenchmarkTask`s; everything downstream (scoring, results, comparison
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -18,7 +17,7 @@ import yaml
 
 from ..config import BIGBENCH_SEED, LM_EVAL_SEED
 from ..data.contamination import ScoredRows
-from ..errors import UserError
+from ..errors import UserError, suggest
 from ..io.locations import data_root, describe
 
 REGISTRY_DIR = Path(__file__).parent / "registry"
@@ -130,6 +129,11 @@ def _registry(root: str) -> dict[str, BenchmarkTask]:
     return tasks
 
 
+def clear_registry() -> None:
+    """Forget the registries read so far (a test that changes the data files)."""
+    _registry.cache_clear()
+
+
 def registry() -> dict[str, BenchmarkTask]:
     return _registry(str(data_root()))
 
@@ -158,8 +162,7 @@ def resolve_tasks(names: list[str] = (), suite_names: list[str] = ()) -> tuple[l
     limit = None
     for s in suite_names:
         if s not in suites():
-            hint = difflib.get_close_matches(s, list(suites()), n=1)
-            raise UserError(f"unknown suite '{s}'" + (f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(suites())})"))
+            raise UserError(f"unknown suite '{s}'" + suggest(s, suites(), f" (known: {', '.join(suites())})"))
         spec = suites()[s]
         limit = spec.get("limit", limit)
         for pattern in spec["tasks"]:
@@ -177,8 +180,7 @@ def resolve_tasks(names: list[str] = (), suite_names: list[str] = ()) -> tuple[l
             reg = registry()
             matched = _whole([t for k, t in reg.items() if fnmatch.fnmatchcase(k, n)])
             if not matched:
-                hint = difflib.get_close_matches(n, list(reg), n=1)
-                raise UserError(f"unknown task '{n}'" + (f" (did you mean '{hint[0]}'?)" if hint else " (see `tunebench bench --list`)"))
+                raise UserError(f"unknown task '{n}'" + suggest(n, reg, " (see `tunebench bench --list`)"))
             out += matched
     seen, unique = set(), []
     for t in out:

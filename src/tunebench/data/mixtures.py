@@ -24,7 +24,7 @@ from collections import Counter
 from typing import Mapping, Sequence
 
 from ..config import CONTAMINATION_MIN_WORDS, CONTAMINATION_N, MixtureConfig
-from ..errors import UserError
+from ..errors import UserError, suggest
 from .contamination import ScoredRows
 from .templates import PromptTask, all_tasks
 
@@ -52,11 +52,8 @@ def resolve(cfg: MixtureConfig) -> list[tuple[PromptTask, object]]:
     out, seen = [], set()
     for entry in cfg.tasks:
         if entry.task not in known:
-            import difflib
-
-            hint = difflib.get_close_matches(entry.task, list(known), n=1)
-            raise UserError(f"mixture.tasks: unknown task '{entry.task}'" + (f" (did you mean '{hint[0]}'?)" if hint
-                                                                             else f" (known: {', '.join(known)})"))
+            raise UserError(f"mixture.tasks: unknown task '{entry.task}'" + suggest(entry.task, known,
+                                                                                    f" (known: {', '.join(known)})"))
         if entry.task in seen:
             raise UserError(f"mixture.tasks: task '{entry.task}' is listed twice")
         seen.add(entry.task)
@@ -154,7 +151,7 @@ def realised(train: list[dict], validation: list[dict], plan: dict, dropped: dic
     tasks = []
     for p in plan["tasks"]:
         rows = [r for r in train if r["task"] == p["task"]]
-        ids = {r["id"].split("~")[0] for r in rows}
+        ids = {r["source"] for r in rows}  # the record a row was made from (its id adds ~N to a repeat)
         tasks.append({**p, "examples": len(rows), "unique_records": len(ids), "repeats": len(rows) - len(ids),
                       "share": len(rows) / len(train) if train else 0.0,
                       "templates": dict(sorted(Counter(r["template"] for r in rows).items())),

@@ -10,7 +10,6 @@ not declare is refused with the file, line and key.
 """
 from __future__ import annotations
 
-import difflib
 import random
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,7 +20,7 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from ..errors import UserError
+from ..errors import UserError, suggest
 from ..io import yamlfile
 from ..io.yamlfile import Where
 
@@ -100,8 +99,7 @@ class PromptTask:
         for t in self.templates:
             if t.name == name:
                 return t
-        hint = difflib.get_close_matches(name, [t.name for t in self.templates], n=1)
-        raise UserError(f"task '{self.name}': no template '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        raise UserError(f"task '{self.name}': no template '{name}'" + suggest(name, [t.name for t in self.templates]))
 
     def render_target(self, record: dict) -> str:
         return _render(self.target, record, f"task '{self.name}' target")
@@ -221,9 +219,7 @@ def _check_private_attributes(task: PromptTask, where: Where) -> None:
 def _no_unknown(d: dict, known: tuple[str, ...], where: Where, *loc) -> None:
     for k in d:
         if k not in known:
-            hint = difflib.get_close_matches(str(k), known, n=1)
-            raise UserError(f"{where(*loc, k)}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint
-                                                                 else f" (known: {', '.join(known)})"))
+            raise UserError(f"{where(*loc, k)}: unknown key" + suggest(k, known, f" (known: {', '.join(known)})"))
 
 
 def _check_variables(task: PromptTask, raw: dict, where: Where) -> None:
@@ -243,9 +239,8 @@ def _check_variables(task: PromptTask, raw: dict, where: Where) -> None:
     for text, loc in checks:
         for var in sorted(_variables(text, where(*loc))):
             if var not in declared:
-                hint = difflib.get_close_matches(var, sorted(declared), n=1)
-                raise UserError(f"{where(*loc)}: unknown variable '{var}'" + (
-                    f" (did you mean '{hint[0]}'?)" if hint else f" (declared: {', '.join(sorted(declared))})"))
+                raise UserError(f"{where(*loc)}: unknown variable '{var}'" + suggest(
+                    var, sorted(declared), f" (declared: {', '.join(sorted(declared))})"))
 
 
 def _source(s, where: Where, path: Path) -> Source:
@@ -317,10 +312,7 @@ def get_task(name_or_path: str, task_files: list[str] = ()) -> PromptTask:
         return load_task_file(name_or_path)
     tasks = all_tasks(task_files) if task_files else builtin_tasks()
     if name_or_path not in tasks:
-        hint = difflib.get_close_matches(name_or_path, list(tasks), n=1)
-        raise UserError(
-            f"unknown task '{name_or_path}'" + (f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(tasks)})")
-        )
+        raise UserError(f"unknown task '{name_or_path}'" + suggest(name_or_path, tasks, f" (known: {', '.join(tasks)})"))
     return tasks[name_or_path]
 
 
@@ -332,6 +324,5 @@ def find_template(name: str) -> Template:
     matches = [t for task in builtin_tasks().values() for t in task.templates if t.name == name]
     if not matches:
         all_names = [t.name for task in builtin_tasks().values() for t in task.templates]
-        hint = difflib.get_close_matches(name, all_names, n=1)
-        raise UserError(f"unknown template '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        raise UserError(f"unknown template '{name}'" + suggest(name, all_names))
     return matches[0]
