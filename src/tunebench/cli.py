@@ -200,6 +200,11 @@ def _quiet_libraries(verbose: bool) -> None:
     for name in ("transformers", "datasets", "huggingface_hub", "urllib3", "filelock", "fsspec", "accelerate", "peft"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
+    # a library imported before this call (tunebench used from Python) read the settings already
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
 
 
 def _dispatch(args) -> int | None:
