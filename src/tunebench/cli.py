@@ -370,10 +370,7 @@ def _show_records(task, index: int, shots: int) -> list[dict]:
 def _contamination(args) -> None:
     from pathlib import Path
 
-    from .data import contamination as contam
-    from .data.examples import load_prepared
-    from .io.runs import write_json, write_jsonl
-    from .pipeline import evaluation_benchmarks, evaluation_of
+    from .pipeline import contamination_stage, evaluation_of
 
     cfg = from_flags(ContaminationConfig, args)
     if args.recipe:
@@ -393,19 +390,8 @@ def _contamination(args) -> None:
         if args.suite or args.task:
             evaluation["benchmarks"] = {"suite": args.suite, "task": args.task, "limit": args.limit, "shots": args.shots}
         data_cfg = DataConfig(dataset=args.eval_dataset or "dialogsum", task=args.eval_task)
-    examples = {"train": load_prepared(data_dir, "train")}
-    split = evaluation.get("split")
-    if split and (data_dir / f"{split}.jsonl").is_file():
-        examples[split] = load_prepared(data_dir, split)
-    report = contam.check_run(examples, data_cfg, cfg, evaluation, evaluation_benchmarks(evaluation))
-    if cfg.drop and report["contaminated_train"]:
-        kept = contam.drop(examples["train"], report)
-        write_jsonl(data_dir / "train.jsonl", kept)
     out = Path(args.out or data_dir)
-    write_json(out / "contamination.json", report)
-    contam.print_report(report, cfg.show)
-    if report["dropped"]:
-        print(f"{data_dir}/train.jsonl: {len(report['dropped'])} examples dropped; train again on it for a clean model")
+    contamination_stage(data_dir, data_cfg, cfg, evaluation, out)
     print(f"written: {out / 'contamination.json'}")
 
 

@@ -30,6 +30,7 @@ from .io.layout import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     PREDICTIONS_PARTIAL_FILE,
+    Prediction,
     RecipeRun,
     stage_config,
 )
@@ -78,6 +79,26 @@ def prepare_stage(cfg: DataConfig, out: Path | str, mixture: MixtureConfig | Non
             write_jsonl(Path(out) / f"{split}.jsonl", examples[split])
         st.extra["summary"] = summary
     return summary
+
+
+def contamination_stage(data_dir: Path, data_cfg: DataConfig, cfg: ContaminationConfig, evaluation: dict,
+                        out: Path) -> dict:
+    """`tunebench contamination`: a prepared training set's overlap with what `evaluation` names
+    (contamination.json in `out`); with `cfg.drop`, the overlapping examples leave train.jsonl."""
+    from .data import contamination as contam
+
+    examples = {"train": load_prepared(data_dir, "train")}
+    split = evaluation.get("split")
+    if split and (data_dir / f"{split}.jsonl").is_file():
+        examples[split] = load_prepared(data_dir, split)
+    report = contam.check_run(examples, data_cfg, cfg, evaluation, evaluation_benchmarks(evaluation))
+    if cfg.drop and report["contaminated_train"]:
+        write_jsonl(data_dir / "train.jsonl", contam.drop(examples["train"], report))
+    write_json(out / "contamination.json", report)
+    contam.print_report(report, cfg.show)
+    if report["dropped"]:
+        print(f"{data_dir}/train.jsonl: {len(report['dropped'])} examples dropped; train again on it for a clean model")
+    return report
 
 
 def reserved_rows(task: PromptTask) -> list[ScoredRows]:
@@ -189,7 +210,7 @@ def generate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
 
         _, stats = generate(model, fmt, [examples[i]["prompt"] for i in todo], cfg.batch_size, cfg.max_new_tokens,
                             cfg.num_beams, desc=f"generate {Path(out).name}", on_batch=record)
-        rows = [{"id": e["id"], "prompt": e["prompt"], "prediction": journal.done[str(i)]["prediction"],
+        rows: list[Prediction] = [{"id": e["id"], "prompt": e["prompt"], "prediction": journal.done[str(i)]["prediction"],
                  "references": e.get("references") or [e["completion"]]} for i, e in enumerate(examples)]
         write_jsonl(Path(out) / PREDICTIONS_FILE, rows)
         journal.discard()

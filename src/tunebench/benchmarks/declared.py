@@ -14,7 +14,7 @@ import yaml
 
 from ..data.templates import compiled, template_variables
 from ..errors import UserError
-from ..io.files import read_table
+from ..io.files import declared_columns, read_table
 from ..io.runs import read_jsonl
 from .tasks import REGISTRY_DIR, BenchmarkTask, Example
 
@@ -25,6 +25,7 @@ def _rows(path: Path, fmt: str, columns: list[str] | None, header: bool) -> list
     if fmt == "jsonl":
         return read_jsonl(path)
     # line breaks read as text mode reads them: \r\n -> \n, also inside the quoted fields of a few MMLU CSVs
+    columns = columns or declared_columns(path)  # a shared header-less file: io/file_layouts.yaml
     return [r.fields for r in read_table(path, fmt, columns, header, allow_empty=True, universal_newlines=True)]
 
 

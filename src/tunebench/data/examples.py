@@ -13,6 +13,7 @@ from pathlib import Path
 from ..config import DataConfig
 from ..errors import UserError
 from ..io.files import Record, read_records
+from ..io.layout import Example
 from ..io.locations import data_root, find, hub_offline, is_hub_id
 from .templates import PromptTask, get_task, template_variables
 
@@ -254,7 +255,7 @@ def _count(items) -> dict:
     return out
 
 
-def load_prepared(directory: Path | str, split: str) -> list[dict]:
+def load_prepared(directory: Path | str, split: str) -> list[Example]:
     """Examples written by `prepare` (DIR/<split>.jsonl)."""
     from ..io.runs import read_jsonl
 

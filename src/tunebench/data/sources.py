@@ -20,7 +20,13 @@ from typing import Sequence
 
 from ..config import CONTAMINATION_MIN_WORDS, CONTAMINATION_N
 from ..errors import UserError
-from ..io.files import Record, read_csv_records, read_jsonl_records, read_table
+from ..io.files import (
+    Record,
+    declared_columns,
+    read_csv_records,
+    read_jsonl_records,
+    read_table,
+)
 from ..io.locations import data_root, describe
 from .contamination import ScoredRows, index_of
 from .templates import PromptTask, Source
@@ -51,11 +57,12 @@ def read_rows(source: Source, path: Path) -> list[Record]:
         raise UserError(f"{path}: task data file not found (data root: {describe()})")
     if fmt == "jsonl":
         return read_jsonl_records(path)
-    if fmt == "csv" and not source.columns:
+    if fmt == "csv" and not (source.columns or declared_columns(path)):
         return read_csv_records(path, ",")
     if fmt not in ("csv", "tsv"):
         raise UserError(f"{path}: cannot tell the format from the suffix (set source.format)")
-    return read_table(path, fmt, source.columns, header=not source.columns)
+    columns = source.columns or declared_columns(path)
+    return read_table(path, fmt, columns, header=not columns)
 
 
 def to_record(task: PromptTask, rec: Record, index: int) -> dict | None:

@@ -10,10 +10,14 @@ import io
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
+import yaml
+
 from ..errors import UserError
+from .locations import find
 
 
 @dataclass
@@ -126,3 +130,22 @@ def read_table(path: Path, fmt: str, columns: Sequence[str] | None = None, heade
     lines = list(reader)
     names, body, first = (lines[0], lines[1:], 2) if header else (columns, lines, 1)
     return [Record(dict(zip(names, r)), f"{path}:{i}") for i, r in enumerate(body, first) if r]
+
+
+@lru_cache(maxsize=1)
+def _layouts() -> dict:
+    return yaml.safe_load((Path(__file__).parent / "file_layouts.yaml").read_text(encoding="utf-8")) or {}
+
+
+def declared_columns(path: Path) -> tuple[str, ...] | None:
+    """The columns of a header-less file under the data root, declared once (file_layouts.yaml)
+    for the template library and the benchmark registry alike; None for any other file."""
+    root, _ = find()
+    if root is None:
+        return None
+    try:
+        rel = Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return None
+    columns = _layouts().get(rel, {}).get("columns")
+    return tuple(columns) if columns else None
