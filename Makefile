@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	@# jemalloc: tunebench starts itself under it when present (src/tunebench/memory.py; README: Memory).
+	@# jemalloc: tunebench starts itself under it when present (src/tunebench/io/memory.py; README: Memory).
 	@# As root on Debian/Ubuntu it is installed here; elsewhere tunebench runs on the system's malloc.
 	@test -e /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 -o -e /usr/lib/aarch64-linux-gnu/libjemalloc.so.2 || \
 	  [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \

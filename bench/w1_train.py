@@ -45,7 +45,7 @@ it): batch 8, LoRA dropout 0.05 for tunebench and both peers, cosine with 5% war
 demo's 600 dialogues with its seven templates and the chat template; 2 warm-up + 16 timed steps,
 which take in the epoch's longest batch (8 x 510 tokens, step 17 of 73: the one that sets the
 training's peak memory). tunebench also trains with dropout 0 in the same run, for the cost of
-dropout. tunebench starts itself under jemalloc where the system has it (src/tunebench/memory.py);
+dropout. tunebench starts itself under jemalloc where the system has it (src/tunebench/io/memory.py);
 the peers run on the system's malloc, as TRL does (`allocator` in the JSON).
 
     python bench/w1_train.py [--workload w1|demo] [--quick] [--json out.json] [--peers trl_defaults trl_tuned] [--device cpu|cuda]
