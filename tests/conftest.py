@@ -30,6 +30,18 @@ def _fresh_data_root_settings():
     locations.reset()
 
 
+def materialise(spec: Path, root: Path) -> Path:
+    """Write out a folder kept in the repository as one JSON file (relative path -> exact text):
+    BIG-bench containers, whose files must be named task.json like the real tasks' files.
+    Returns root/<spec's stem>."""
+    folder = root / spec.stem
+    for rel, text in json.loads(spec.read_text(encoding="utf-8")).items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode("utf-8"))
+    return folder
+
+
 def dialogsum_rows(split: str, n: int | None = None) -> list[dict]:
     rows = []
     with open(DIALOGSUM / f"dialogsum.{split}.jsonl", encoding="utf-8") as f:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import materialise
 
 from tunebench.cli import main
 
@@ -36,13 +37,19 @@ def run(tiny_llama, prepared, tmp_path_factory):
     return out
 
 
-def _argv(case, tmp_path, tiny_llama, prepared, run=None):
-    return [_sub(a, tmp_path, tiny_llama, prepared, run) for a in case["args"]]
+@pytest.fixture(scope="module")
+def suites(tmp_path_factory):
+    """{suites}: the BIG-bench containers of bigbench_suites.json, written out."""
+    return materialise(HERE / "bigbench_suites.json", tmp_path_factory.mktemp("suites"))
 
 
-def _sub(text, tmp_path, tiny_llama, prepared, run=None):
+def _argv(case, tmp_path, tiny_llama, prepared, run=None, suites=None):
+    return [_sub(a, tmp_path, tiny_llama, prepared, run, suites) for a in case["args"]]
+
+
+def _sub(text, tmp_path, tiny_llama, prepared, run=None, suites=None):
     subs = {"here": str(HERE), "out": str(tmp_path / "out"), "tiny": str(tiny_llama), "prepared": str(prepared),
-            "run": str(run)}
+            "run": str(run), "suites": str(suites)}
     return re.sub(r"\{(\w+)\}", lambda m: subs[m.group(1)], text)
 
 
@@ -67,14 +74,14 @@ def test_the_corpus_is_big_enough():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-def test_bad_input_is_refused_cleanly(case, tmp_path, tiny_llama, prepared, run, capsys, monkeypatch):
+def test_bad_input_is_refused_cleanly(case, tmp_path, tiny_llama, prepared, run, suites, capsys, monkeypatch):
     if "free_bytes" in case:
         usage = namedtuple("usage", "total used free")
         monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 10**12 - case["free_bytes"], case["free_bytes"]))
     _place(case, tmp_path, monkeypatch, tiny_llama, prepared, run)
     before = (_files(HERE), _files(tmp_path), _files(prepared), _files(run))
     try:
-        code = main(_argv(case, tmp_path, tiny_llama, prepared, run))
+        code = main(_argv(case, tmp_path, tiny_llama, prepared, run, suites))
     except SystemExit as e:  # argparse's own exit
         code = e.code
     err = capsys.readouterr().err

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import materialise
 
 from tunebench.cli import main
 
@@ -24,9 +25,15 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _argv(args, tmp_path, tiny_llama, prepared):
+@pytest.fixture(scope="module")
+def suites(tmp_path_factory):
+    """{suites}: the BIG-bench container of bigbench_suite_bom_crlf.json, written out byte for byte."""
+    return materialise(HERE / "bigbench_suite_bom_crlf.json", tmp_path_factory.mktemp("suites")).parent
+
+
+def _argv(args, tmp_path, tiny_llama, prepared, suites=None):
     subs = {"here": str(HERE), "out": str(tmp_path / "out"), "tmp": str(tmp_path / "tmp"), "tiny": str(tiny_llama),
-            "prepared": str(prepared)}
+            "prepared": str(prepared), "suites": str(suites)}
     return [re.sub(r"\{(\w+)\}", lambda m: subs[m.group(1)], a) for a in args]
 
 
@@ -51,11 +58,11 @@ def test_the_corpus():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-def test_good_input_works(case, tmp_path, tiny_llama, prepared, capsys):
+def test_good_input_works(case, tmp_path, tiny_llama, prepared, suites, capsys):
     before = _files(HERE)
     for args in case.get("before", []):
-        _run(_argv(args, tmp_path, tiny_llama, prepared), capsys)
-    stdout = _run(_argv(case["args"], tmp_path, tiny_llama, prepared), capsys)
+        _run(_argv(args, tmp_path, tiny_llama, prepared, suites), capsys)
+    stdout = _run(_argv(case["args"], tmp_path, tiny_llama, prepared, suites), capsys)
     out = tmp_path / "out"
     for pattern in case.get("stdout", []):
         assert re.search(pattern, stdout, re.MULTILINE), f"{pattern!r} not in:\n{stdout}"
@@ -98,6 +105,6 @@ def test_the_files_are_byte_exact():
     """git must not have normalised line ends (tests/good_inputs/.gitattributes: * -text)."""
     assert (HERE / "bom.jsonl").read_bytes().startswith(b"\xef\xbb\xbf{")
     assert b"\r\n" in (HERE / "crlf.jsonl").read_bytes() and b"\n\n" not in (HERE / "crlf.jsonl").read_bytes()
-    for name in ("crlf.csv", "crlf.tsv", "task_bom_crlf.yaml", "recipe_bom_crlf.yaml", "bigbench_bom_crlf/task.json"):
+    for name in ("crlf.csv", "crlf.tsv", "task_bom_crlf.yaml", "recipe_bom_crlf.yaml", "bigbench_bom_crlf.json"):
         raw = (HERE / name).read_bytes()
         assert raw.count(b"\r\n") == raw.count(b"\n") > 1, name

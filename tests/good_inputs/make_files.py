@@ -39,6 +39,10 @@ def write(name: str, text: str) -> None:
     p.write_bytes(text.encode("utf-8"))
 
 
+def _bom_crlf_json(obj) -> str:
+    return BOM + json.dumps(obj, ensure_ascii=False, indent=2).replace("\n", "\r\n") + "\r\n"
+
+
 def simple(n: int, tag: str):
     return [(f"{tag}{i}", f"Prompt {i} of {tag}.", f"Completion {i} of {tag}.") for i in range(1, n + 1)]
 
@@ -70,9 +74,10 @@ def main() -> None:
     array = [{"id": f"arr{i}", "prompt": f"Prompt {i} ✓", "completion": f"Completion {i}"} for i in range(1, 5)]
     write("array_bom_crlf.json", BOM + json.dumps(array, ensure_ascii=False, indent=2).replace("\n", "\r\n") + "\r\n")
     # a directory of official splits, three formats
-    write("splits/train.jsonl", jsonl(simple(5, "tr"), newline="\r\n", bom=True))
-    write("splits/dev.csv", BOM + "id,prompt,completion\r\n" + "".join(f"{i},{p},{c}\r\n" for i, p, c in simple(2, "dv")))
-    write("splits/test.tsv", "id\tprompt\tcompletion\r\n"
+    # (split files named records.<split>.*: no file here is named like one of the real datasets)
+    write("splits/records.train.jsonl", jsonl(simple(5, "tr"), newline="\r\n", bom=True))
+    write("splits/records.dev.csv", BOM + "id,prompt,completion\r\n" + "".join(f"{i},{p},{c}\r\n" for i, p, c in simple(2, "dv")))
+    write("splits/records.test.tsv", "id\tprompt\tcompletion\r\n"
           + "".join(f"{i}\t{p}\t{c}\r\n" for i, p, c in simple(3, "te")) + "\r\n\r\n")
     # one record far longer than any max_length
     long = [("long1", "Summarize this very long dialogue. " + "Alice: yes, and then? Bob: and then more. " * 600,
@@ -102,13 +107,14 @@ def main() -> None:
               {"input": "¿De qué color es el cielo?", "target_scores": {"azul": 1, "verde": 0}},
               {"input": "草は何色？", "target_scores": {"青": 0, "緑": 1}},
               {"input": "Snow is", "target_scores": {"white ❄": 1, "black": 0, "grey": 0.5}}]}
-    write("bigbench_bom_crlf/task.json", BOM + json.dumps(mc, ensure_ascii=False, indent=2).replace("\n", "\r\n") + "\r\n")
+    write("bigbench_bom_crlf.json", _bom_crlf_json(mc))
+    # A container's files must be named task.json, like BIG-bench's own: kept as one file mapping each
+    # path to its exact text, which the tests write out into a temporary folder (conftest.materialise).
     suite = {"name": "suite_bom", "description": "a container", "keywords": ["test"], "metrics": ["multiple_choice_grade"]}
-    write("bigbench_suite_bom_crlf/task.json", BOM + json.dumps(suite, indent=2).replace("\n", "\r\n") + "\r\n")
+    files = {"task.json": _bom_crlf_json(suite)}
     for sub, n in (("a_colours", 2), ("b_snow", 3)):
-        t = dict(mc, name=sub, examples=mc["examples"][:n])
-        write(f"bigbench_suite_bom_crlf/{sub}/task.json",
-              BOM + json.dumps(t, ensure_ascii=False, indent=2).replace("\n", "\r\n") + "\r\n")
+        files[f"{sub}/task.json"] = _bom_crlf_json(dict(mc, name=sub, examples=mc["examples"][:n]))
+    write("bigbench_suite_bom_crlf.json", json.dumps(files, indent=1) + "\n")
     # a recipe with BOM and CRLF (loaded by test_good_inputs.py, not run: a whole run is too slow)
     write("recipe_bom_crlf.yaml", BOM + "\r\n".join([
         "# résumé recipe — saved with a BOM and CRLF",
