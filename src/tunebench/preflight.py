@@ -16,7 +16,13 @@ from typing import Callable
 from .config import Recipe, RecipeFile, broken, read_recipe, validate_recipe
 from .errors import UserError, UserErrors
 from .io import locations
-from .io.layout import MANIFEST, METRICS_FILE, PREDICTIONS_PARTIAL_FILE, RecipeRun
+from .io.layout import (
+    MANIFEST,
+    METRICS_FILE,
+    PREDICTIONS_PARTIAL_FILE,
+    RecipeRun,
+    checkpoints,
+)
 
 # the module each tracker of train.report_to imports
 TRACKER_MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
@@ -257,9 +263,7 @@ def _state(stage: tuple[Path, dict], fresh: bool, needs: str | None = None) -> s
         return "redone (--fresh)"
     if completed(d, config) and (needs is None or (d / needs).is_file()):
         return "complete with these settings: skipped"
-    from .training import _checkpoints
-
-    ckpts = _checkpoints(d)
+    ckpts = checkpoints(d)
     if ckpts:
         return f"resumes from {ckpts[-1]}"
     partial = d / PREDICTIONS_PARTIAL_FILE

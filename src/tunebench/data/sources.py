@@ -57,11 +57,11 @@ def read_rows(source: Source, path: Path) -> list[Record]:
         raise UserError(f"{path}: task data file not found (data root: {describe()})")
     if fmt == "jsonl":
         return read_jsonl_records(path)
-    if fmt == "csv" and not (source.columns or declared_columns(path)):
+    columns = source.columns or declared_columns(path)
+    if fmt == "csv" and not columns:
         return read_csv_records(path, ",")
     if fmt not in ("csv", "tsv"):
         raise UserError(f"{path}: cannot tell the format from the suffix (set source.format)")
-    columns = source.columns or declared_columns(path)
     return read_table(path, fmt, columns, header=not columns)
 
 

@@ -7,7 +7,6 @@ stage that writes them and the check that decides to skip it can never disagree.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, TypedDict
 
@@ -57,42 +56,14 @@ class Manifest(TypedDict, total=False):
     memory: dict
 
 
-@dataclass(frozen=True)
 class RecipeRun:
     """Where each stage of `tunebench run` writes, below the recipe's `out`."""
-    root: Path
 
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def base(self) -> Path:
-        return self.root / "base"
-
-    @property
-    def train(self) -> Path:
-        return self.root / "train"
-
-    @property
-    def tuned(self) -> Path:
-        return self.root / "tuned"
-
-    @property
-    def base_bench(self) -> Path:
-        return self.root / "base-bench"
-
-    @property
-    def tuned_bench(self) -> Path:
-        return self.root / "tuned-bench"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.html"
-
-    @property
-    def recipe(self) -> Path:
-        return self.root / RECIPE_FILE
+    def __init__(self, root: Path | str):
+        self.root = root = Path(root)
+        self.data, self.base, self.train, self.tuned = root / "data", root / "base", root / "train", root / "tuned"
+        self.base_bench, self.tuned_bench = root / "base-bench", root / "tuned-bench"
+        self.report, self.recipe = root / "report.html", root / RECIPE_FILE
 
     def file(self, name: str) -> Path:
         """The run's own files: compare.md/.json, forgetting.md/.json."""
@@ -101,8 +72,8 @@ class RecipeRun:
 
 def kind(path: Path | str) -> RunKind:
     """What a directory holds, by the files only that kind of run writes."""
-    p = Path(path)
-    if (RecipeRun(p).base / METRICS_FILE).is_file() and (RecipeRun(p).tuned / METRICS_FILE).is_file():
+    p, run = Path(path), RecipeRun(path)
+    if (run.base / METRICS_FILE).is_file() and (run.tuned / METRICS_FILE).is_file():
         return "recipe"
     if (p / RESULTS_FILE).is_file():
         return "bench"
@@ -117,10 +88,20 @@ def kind(path: Path | str) -> RunKind:
 
 def training_dir(path: Path | str) -> Optional[Path]:
     """The training run in a directory: a recipe run's train/, or the directory itself."""
-    p = Path(path)
-    if RecipeRun(p).train.is_dir():
-        return RecipeRun(p).train
+    p, train = Path(path), RecipeRun(path).train
+    if train.is_dir():
+        return train
     return p if (p / LOG_FILE).is_file() else None
+
+
+def checkpoints(train_dir: Path | str) -> list[Path]:
+    """A training run's complete checkpoints, oldest first (state.json is written last: marks one whole)."""
+    d = Path(train_dir) / CHECKPOINTS
+    return sorted((p for p in d.glob("step-*") if (p / "state.json").is_file()), key=lambda p: p.name) if d.is_dir() else []
+
+
+def checkpoint_dir(train_dir: Path | str, step: int) -> Path:
+    return Path(train_dir) / CHECKPOINTS / f"step-{step:06d}"
 
 
 def stage_config(data_dir: Path | str, **sections) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import UserError
-from .layout import MANIFEST
+from .layout import MANIFEST, Manifest
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
@@ -150,21 +150,19 @@ class Stage:
     def __exit__(self, exc_type, exc, tb):
         self.peak.close()
         if exc_type is None and is_main_process():
-            write_json(
-                self.out / MANIFEST,
-                {
-                    "stage": self.stage,
-                    "status": "complete",
-                    "config": self.config,
-                    "seed": _find_seed(self.config),
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.t0)),
-                    "wall_time_s": round(time.time() - self.t0, 2),
-                    "command": sys.argv,
-                    "environment": environment(),
-                    "memory": self.peak.figures(),
-                    **self.extra,
-                },
-            )
+            manifest: Manifest = {
+                "stage": self.stage,
+                "status": "complete",
+                "config": self.config,
+                "seed": _find_seed(self.config),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.t0)),
+                "wall_time_s": round(time.time() - self.t0, 2),
+                "command": sys.argv,
+                "environment": environment(),
+                "memory": self.peak.figures(),
+                **self.extra,
+            }
+            write_json(self.out / MANIFEST, manifest)
         elif exc_type is not None:
             # a stage refused at the start leaves nothing behind: no empty directories it made
             for p in self.created:

@@ -7,25 +7,7 @@ its loss and the validation loss (model.py). accelerate supplies device placemen
 """
 from __future__ import annotations
 
-from .checkpoint import (
-    _checkpoints,
-    check_free_space,
-    load_checkpoint,
-    save_checkpoint,
-    save_final,
-)
 from .loop import train
-from .model import (
-    CompletionLoss,
-    build_model,
-    evaluate_loss,
-    unwrap,
-    unwrap_model,
-    unwrap_trainable,
-)
-from .trackers import Trackers
+from .model import CompletionLoss
 
-__all__ = [
-    "CompletionLoss", "Trackers", "_checkpoints", "build_model", "check_free_space", "evaluate_loss",
-    "load_checkpoint", "save_checkpoint", "save_final", "train", "unwrap", "unwrap_model", "unwrap_trainable",
-]
+__all__ = ["CompletionLoss", "train"]

@@ -12,21 +12,17 @@ from torch import nn
 from .. import models
 from ..config import ModelConfig, TrainConfig
 from ..errors import UserError
+from ..io.layout import checkpoint_dir, checkpoints
 from ..io.runs import atomic_write_text, write_json
 from .model import quiet_peft_deprecation, unwrap, unwrap_trainable
 from .trackers import read_log
-
-
-def _checkpoints(out: Path) -> list[Path]:
-    d = out / "checkpoints"
-    return sorted((p for p in d.glob("step-*") if (p / "state.json").is_file()), key=lambda p: p.name) if d.is_dir() else []
 
 
 def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler, state: dict, keep: int) -> Path:
     """Everything resume needs, written under a temporary name and renamed when complete."""
     from safetensors.torch import save_file
 
-    final = out / "checkpoints" / f"step-{step:06d}"
+    final = checkpoint_dir(out, step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -41,7 +37,7 @@ def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler
     (tmp / "state.json").write_text(json.dumps(state, indent=2))  # written last: marks the checkpoint whole
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    for old in _checkpoints(out)[:-keep]:
+    for old in checkpoints(out)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -60,7 +56,7 @@ def check_free_space(out: Path, need: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out).free
     if free < need * 1.1 + 2**20:
-        last = _checkpoints(out)
+        last = checkpoints(out)
         raise UserError(f"{out}: {free / 2**20:.0f} MB free on disk, a checkpoint needs about {need / 2**20:.0f} MB"
                         + (f"; last good checkpoint: {last[-1]}" if last else ""))
 
@@ -96,7 +92,7 @@ def resume_run(out: Path, resume: bool, loss_fn, optimizer, scheduler, position:
     checkpoint written with others is refused, as is starting over a directory that holds one."""
     step, best_val, log = 0, None, []
     if resume:
-        ckpts = _checkpoints(out)
+        ckpts = checkpoints(out)
         if ckpts:
             state = load_checkpoint(ckpts[-1], loss_fn, optimizer, scheduler)
             step, best_val = state["step"], state.get("best_val_loss")
@@ -108,13 +104,13 @@ def resume_run(out: Path, resume: bool, loss_fn, optimizer, scheduler, position:
             log = read_log(out, step)
             if main:
                 print(f"resumed from {ckpts[-1]} (step {step})")
-    elif _checkpoints(out):
+    elif checkpoints(out):
         raise UserError(f"{out}: holds checkpoints of an earlier run; pass --resume to continue it, or choose another --out")
     return step, best_val, log
 
 
 def _diverged(out: Path, what: str, value: float, step: int):
-    last = _checkpoints(out)
+    last = checkpoints(out)
     raise UserError(f"training diverged: {what} is {value} at step {step}; "
                     + (f"last good checkpoint: {last[-1]}" if last else "no checkpoint yet") + " (lower train.lr?)")
 

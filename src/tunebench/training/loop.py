@@ -70,6 +70,7 @@ class Setup:
     global_batch: int = 0
     steps_per_epoch: int = 0
     total_steps: int = 0
+    plan: tuple = (None, [])  # (epoch, its batches of example indices): drawn once per epoch
 
 
 class HeapWatch:
@@ -196,8 +197,9 @@ def build_trainable(s: Setup, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
 def micro_batches(s: Setup, cfg: TrainConfig, step: int) -> list[tuple[dict, bool]]:
     """This rank's collated micro-batches for one optimizer step, each with whether it is real."""
     epoch, pos = divmod(step, s.steps_per_epoch)
-    batches = train_batches(s.lengths, s.global_batch, cfg.seed, epoch, cfg.group_by_length)
-    micro = batches[pos * cfg.grad_accum:(pos + 1) * cfg.grad_accum]
+    if s.plan[0] != epoch:
+        s.plan = (epoch, train_batches(s.lengths, s.global_batch, cfg.seed, epoch, cfg.group_by_length))
+    micro = s.plan[1][pos * cfg.grad_accum:(pos + 1) * cfg.grad_accum]
     # This rank's slice of each global micro-batch. A last batch smaller than the number of
     # processes leaves a rank empty-handed: it still runs one example with weight 0, because
     # DDP needs every rank in every backward.
