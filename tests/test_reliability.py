@@ -142,7 +142,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_ll
                          env=_env(), capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
     # torchrun sets RANK/WORLD_SIZE; accelerate then starts a gloo process group on CPU
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
                           *_train_argv(tiny_llama, prepared, tmp_path / "two", *common, "--batch-size", "2")[1:]],
                          env=_env(), capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
@@ -155,6 +155,86 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_ll
     # Adam divides by sqrt(v): elements with near-zero gradients carry summation-order noise
     _same_adapter(tmp_path / "one", tmp_path / "two", atol=1e-4)
 
+
+
+def _fsdp_argv(model, data, out, *extra):
+    """Two gloo processes under FSDP2, as `accelerate launch --config_file examples/accelerate/fsdp.yaml`
+    asks for it (the variables that launcher sets; its own multi-CPU launcher needs MPI)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+            *_train_argv(model, data, out, *extra)[1:]]
+
+
+def _fsdp_env():
+    return dict(_env(), ACCELERATE_USE_FSDP="true", FSDP_VERSION="2", FSDP_TRANSFORMER_CLS_TO_WRAP="LlamaDecoderLayer")
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_fsdp2_two_processes_match_one_process_and_save_a_plain_model(method, tiny_llama, prepared, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    common = ["--method", method, "--max-steps", "6", "--lora-dropout", "0", "--save-every", "3", "--merge"]
+    one = subprocess.run(_train_argv(tiny_llama, prepared, tmp_path / "one", *common, "--batch-size", "4"),
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(_fsdp_argv(tiny_llama, prepared, tmp_path / "two", *common, "--batch-size", "2"),
+                         env=_fsdp_env(), capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    summary = json.loads((tmp_path / "two" / "run.json").read_text())["summary"]
+    assert summary["processes"] == 2 and summary["sharding"] == "fsdp2"
+    # the checkpoints hold each process's shards, written by torch.distributed.checkpoint
+    ckpt = tmp_path / "two" / "checkpoints" / "step-000006"
+    assert (ckpt / "sharded" / ".metadata").is_file() and len(list((ckpt / "sharded").glob("*.distcp"))) == 2
+    a, b = _log(tmp_path / "one"), _log(tmp_path / "two")
+    assert [x["loss"] for x in b] == pytest.approx([x["loss"] for x in a], abs=1e-5)
+    assert [x["grad_norm"] for x in b] == pytest.approx([x["grad_norm"] for x in a], abs=1e-3)
+    saved = "model" if method == "full" else "merged"
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    logits = [AutoModelForCausalLM.from_pretrained(tmp_path / run / saved).eval()(ids).logits for run in ("one", "two")]
+    assert torch.allclose(logits[0], logits[1], atol=1e-4), (logits[0] - logits[1]).abs().max()
+    if method == "lora":
+        _same_adapter(tmp_path / "one", tmp_path / "two", atol=1e-4)
+
+
+def test_fsdp2_kill_9_then_resume_ends_like_an_uninterrupted_run(tiny_llama, prepared, tmp_path):
+    """SIGKILL to the launcher and both processes; the resumed run loads the shards, each process
+    its own random state (LoRA dropout 0.1 draws on it), and ends where the whole run ends."""
+    steps = ["--max-steps", "60", "--save-every", "5", "--keep-checkpoints", "2"]
+    r = subprocess.run(_fsdp_argv(tiny_llama, prepared, tmp_path / "whole", *steps), env=_fsdp_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cut = tmp_path / "cut"
+    p = subprocess.Popen(_fsdp_argv(tiny_llama, prepared, cut, *steps), env=_fsdp_env(), start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (cut / "checkpoints" / "step-000010" / "state.json").exists():
+        time.sleep(0.005)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not (cut / "tunebench_model.json").exists(), "the run finished before it could be killed"
+    assert 10 <= max(x["step"] for x in _log(cut)) < 60
+
+    r = subprocess.run(_fsdp_argv(tiny_llama, prepared, cut, *steps, "--resume"), env=_fsdp_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from" in r.stdout
+    whole, resumed = _log(tmp_path / "whole"), _log(cut)
+    assert [x["step"] for x in resumed] == list(range(1, 61))
+    assert [x["loss"] for x in resumed] == pytest.approx([x["loss"] for x in whole], abs=1e-5)
+    _same_adapter(tmp_path / "whole", cut, atol=1e-6)
+
+
+
+def test_fsdp_layer_classes_named_by_the_launcher_must_be_in_the_model(tiny_llama, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from tunebench.training import sharding
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    assert sharding._wrap_classes(model) == {"LlamaDecoderLayer"}  # the model's own _no_split_modules
+    monkeypatch.setenv("FSDP_TRANSFORMER_CLS_TO_WRAP", "GPT2Block")
+    with pytest.raises(UserError, match="GPT2Block is not a layer of this model; its layer classes include "
+                                        "LlamaDecoderLayer"):
+        sharding._wrap_classes(model)
 
 def _interrupt_after(monkeypatch, n_batches):
     """The next journaled run dies (as if killed) right after its n-th batch is on disk."""

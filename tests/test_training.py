@@ -189,6 +189,19 @@ def test_grad_accumulation_4x2_equals_8x1(tiny_llama, tmp_path):
         assert torch.allclose(wa[k], wb[k], atol=1e-6), k
 
 
+
+def test_full_fine_tuning_under_bf16_autocast_trains(tiny_llama, tmp_path):
+    """fp32 weights under bf16 autocast: RoPE's fp32 cos/sin hand the attention fp32 q and k with a
+    bf16 v, and its backward (run outside autocast) once failed on the mix. The loss and gradient
+    norm of the first step stay within bf16 rounding of the fp32 run's."""
+    data = _overfit_data(tmp_path / "data")
+    common = dict(method="full", max_steps=2, batch_size=4, lr=1e-4, warmup_ratio=0.0, schedule="constant")
+    bf16 = train(ModelConfig(model=str(tiny_llama)), TrainConfig(precision="bf16", **common), data, tmp_path / "bf16")
+    train(ModelConfig(model=str(tiny_llama)), TrainConfig(precision="fp32", **common), data, tmp_path / "fp32")
+    assert bf16["steps"] == 2 and bf16["precision"] == "bfloat16"
+    a, b = _log(tmp_path / "bf16")[0], _log(tmp_path / "fp32")[0]
+    assert a["loss"] == pytest.approx(b["loss"], rel=2e-2) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=5e-2)
+
 def test_resume_from_a_checkpoint_ends_where_an_uninterrupted_run_ends(tiny_llama, tmp_path):
     import shutil
 

@@ -221,6 +221,10 @@ def causal_attention(module, query, key, value, attention_mask, scaling=None, dr
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     b, h = query.shape[:2]
     kv = key.shape[1]
+    # Full fine-tuning under bf16 autocast: RoPE's fp32 cos/sin lift q and k back to fp32 while v
+    # stays bf16. Autocast casts them back for the forward's matmuls, but the backward runs without
+    # it: take q and k in v's dtype here, as the forward's matmuls would.
+    query, key = query.to(value.dtype), key.to(value.dtype)
     # (b, kv, g*n, d): the g query heads that share a key/value head become one matmul's rows
     q = query.reshape(b, kv, (h // kv) * n, d)
     out = CausalAttentionFn.apply(q, key, value, scaling if scaling is not None else d ** -0.5)

@@ -14,31 +14,62 @@ from ..config import ModelConfig, TrainConfig
 from ..errors import UserError
 from ..io.layout import checkpoint_dir, checkpoints
 from ..io.runs import atomic_write_text, write_json
+from . import sharding
 from .model import quiet_peft_deprecation, unwrap, unwrap_trainable
+
+SHARDED = "sharded"  # a checkpoint's torch.distributed.checkpoint folder under FSDP
 from .trackers import read_log
 
 
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _rng_file(rank: int) -> str:
+    # each process draws its own dropout masks: each keeps its own generator state
+    return "rng.pt" if rank == 0 else f"rng-rank{rank}.pt"
+
+
 def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler, state: dict, keep: int) -> Path:
-    """Everything resume needs, written under a temporary name and renamed when complete."""
+    """Everything resume needs, written under a temporary name and renamed when complete. Every
+    process calls it: each writes its random state, and under FSDP its shards
+    (torch.distributed.checkpoint); the first process writes the rest and renames."""
     from safetensors.torch import save_file
 
+    rank = _rank()
     final = checkpoint_dir(out, step)
     tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    trainable = {n: p.detach().contiguous().cpu() for n, p in unwrap_trainable(model)}
-    save_file(trainable, tmp / "trainable.safetensors")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()
+    if sharding.is_sharded(model):
+        sharding.save(tmp / SHARDED, model, optimizer)
+    elif rank == 0:
+        trainable = {n: p.detach().contiguous().cpu() for n, p in unwrap_trainable(model)}
+        save_file(trainable, tmp / "trainable.safetensors")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=2))  # written last: marks the checkpoint whole
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    for old in checkpoints(out)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    torch.save(rng, tmp / _rng_file(rank))
+    _barrier()
+    if rank == 0:
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2))  # written last: marks the checkpoint whole
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in checkpoints(out)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -64,16 +95,24 @@ def check_free_space(out: Path, need: int) -> None:
 def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> dict:
     from safetensors.torch import load_file
 
-    params = dict(unwrap_trainable(model))
-    saved = load_file(path / "trainable.safetensors")
-    if set(saved) != set(params):
-        raise UserError(f"{path}: checkpoint does not match this model/method (different trainable parameters)")
-    with torch.no_grad():
-        for n, t in saved.items():
-            params[n].copy_(t)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    written_sharded, sharded = (path / SHARDED).is_dir(), sharding.is_sharded(model)
+    if written_sharded != sharded:
+        raise UserError(f"{path}: written {'with' if written_sharded else 'without'} FSDP; resume it "
+                        f"{'with' if written_sharded else 'without'} FSDP (the launcher of the interrupted run)")
+    if sharded:
+        sharding.load(path / SHARDED, model, optimizer)
+    else:
+        params = dict(unwrap_trainable(model))
+        saved = load_file(path / "trainable.safetensors")
+        if set(saved) != set(params):
+            raise UserError(f"{path}: checkpoint does not match this model/method (different trainable parameters)")
+        with torch.no_grad():
+            for n, t in saved.items():
+                params[n].copy_(t)
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    rng = torch.load(path / "rng.pt", weights_only=True)
+    own = path / _rng_file(_rank())
+    rng = torch.load(own if own.is_file() else path / "rng.pt", weights_only=True)
     torch.set_rng_state(rng["torch"])
     random.setstate(_as_tuple(rng["python"]))
     if "cuda" in rng and torch.cuda.is_available():

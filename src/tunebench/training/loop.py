@@ -25,6 +25,7 @@ from ..models.batching import (
     target_tokens,
     train_batches,
 )
+from . import sharding
 from .checkpoint import (
     _diverged,
     check_free_space,
@@ -60,6 +61,7 @@ class Setup:
     skipped: int
     val_skipped: int
     lengths: list[int]
+    sharded: bool = False  # FSDP2: parameters, gradients and optimizer state split over the processes
     loss_fn: object = None
     params: list = None
     optimizer: object = None
@@ -104,10 +106,12 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
     from accelerate import Accelerator
 
     out = Path(out)
+    shard = sharding.requested()  # before accelerate reads the same settings its own way
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     s = prepare_data(accelerator, model_cfg, cfg, data_dir)
+    s.sharded = shard and s.world > 1
     build_trainable(s, model_cfg, cfg)
     position = {"global_batch": s.global_batch, "examples": len(s.train_enc), "seed": cfg.seed}
     step, best_val, log = resume_run(out, resume, s.loss_fn, s.optimizer, s.scheduler, position, s.main)
@@ -136,11 +140,13 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         bar.update(1)
         if s.main:
             write_log(out, log)
-            if step % cfg.save_every == 0 or step == s.total_steps:
+        if step % cfg.save_every == 0 or step == s.total_steps:
+            if s.main:
                 check_free_space(out, ckpt_bytes)
-                save_checkpoint(out, step, s.loss_fn, s.optimizer, s.scheduler,
-                                checkpoint_state(step, s.steps_per_epoch, best_val, cfg, s.global_batch,
-                                                 len(s.train_enc)), cfg.keep_checkpoints)
+            # every process takes part: each writes its random state, and under FSDP its shards
+            save_checkpoint(out, step, s.loss_fn, s.optimizer, s.scheduler,
+                            checkpoint_state(step, s.steps_per_epoch, best_val, cfg, s.global_batch,
+                                             len(s.train_enc)), cfg.keep_checkpoints)
         s.accelerator.wait_for_everyone()
     bar.close()
     trackers.close()
@@ -179,6 +185,8 @@ def build_trainable(s: Setup, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
         kernels.fuse_swiglu(model)
         kernels.fuse_rmsnorm(model)
     loss_fn = CompletionLoss(model, s.seq2seq)
+    if s.sharded:  # before the optimizer: it must hold the sharded parameters
+        sharding.shard(loss_fn, s.device, s.world)
     s.params = [p for p in model.parameters() if p.requires_grad]
     s.n_trainable, s.n_total = sum(p.numel() for p in s.params), sum(p.numel() for p in model.parameters())
     decay = [p for p in s.params if p.ndim >= 2]
@@ -191,7 +199,8 @@ def build_trainable(s: Setup, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
     s.total_steps = cfg.max_steps or s.steps_per_epoch * cfg.epochs
     s.scheduler = get_scheduler(cfg.schedule, optimizer, num_warmup_steps=round(cfg.warmup_ratio * s.total_steps),
                                 num_training_steps=s.total_steps)
-    s.loss_fn, s.optimizer = s.accelerator.prepare(loss_fn, optimizer)
+    # accelerate would wrap a sharded module again (on GPU) or in DDP (on CPU): sharded, it stays as it is
+    s.loss_fn, s.optimizer = (loss_fn, optimizer) if s.sharded else s.accelerator.prepare(loss_fn, optimizer)
 
 
 def micro_batches(s: Setup, cfg: TrainConfig, step: int) -> list[tuple[dict, bool]]:
@@ -214,7 +223,9 @@ def forward_backward(s: Setup, collated: list[tuple[dict, bool]], n_global: int)
     for k, (batch, real) in enumerate(collated):
         batch = {key: v.to(s.device) for key, v in batch.items()}
         sync = k == len(collated) - 1
-        with (s.accelerator.no_sync(s.loss_fn) if not sync and s.world > 1 else nullcontext()):
+        if s.sharded:  # FSDP2 has no no_sync(): reduce-scatter the gradients after the last micro-batch only
+            s.loss_fn.set_requires_gradient_sync(sync)
+        with (s.accelerator.no_sync(s.loss_fn) if not sync and s.world > 1 and not s.sharded else nullcontext()):
             with _autocast(s.device, s.dtype):
                 loss_sum = s.loss_fn(**batch) * (1.0 if real else 0.0)
             # Normalise by target tokens of the whole accumulated, all-process batch, so
@@ -240,6 +251,8 @@ def optimizer_step(s: Setup, cfg: TrainConfig, out: Path, step: int, heap: HeapW
     if not math.isfinite(step_loss):
         _diverged(out, "loss", step_loss, step + 1)
     grad_norm = s.accelerator.clip_grad_norm_(s.params, cfg.max_grad_norm)
+    if hasattr(grad_norm, "full_tensor"):  # sharded gradients give a DTensor norm
+        grad_norm = grad_norm.full_tensor()
     # A finite loss can still give non-finite gradients (weights so large that a norm layer's
     # square overflows): stepping on them would turn the weights into NaN, and the checkpoint
     # written after this step with them. Stop before the step: the last checkpoint stays good.
@@ -258,7 +271,8 @@ def validate(s: Setup, cfg: TrainConfig, best_val: float | None) -> tuple[float 
     release_free_memory()  # the training step's free pages, before a pass at twice its batch size
     # the plain module, not DDP's wrapper: no gradient sync to take part in, each rank its share
     total, count = evaluate_loss(getattr(s.loss_fn, "module", s.loss_fn), s.val_enc, s.tok.pad_token_id,
-                                 cfg.batch_size * 2, s.device, s.dtype, s.accelerator.process_index, s.world)
+                                 cfg.batch_size * 2, s.device, s.dtype, s.accelerator.process_index, s.world,
+                                 same_count=s.sharded)
     if s.world > 1:
         total, count = s.accelerator.reduce(torch.tensor([total, float(count)], dtype=torch.float64, device=s.device),
                                             "sum").tolist()
@@ -278,12 +292,29 @@ def finish(s: Setup, model_cfg: ModelConfig, cfg: TrainConfig, out: Path, step: 
         "final_val_loss": next((r["val_loss"] for r in reversed(log) if r.get("val_loss") is not None), None),
         "best_val_loss": best_val, "train_wall_s": round(time.time() - t_start, 1),
         "tokens_per_s": log[-1]["tokens_per_s"] if log else None, "processes": s.world,
+        "sharding": "fsdp2" if s.sharded else None,
     }
     if s.attn_before:
         unwrap(unwrap_model(s.loss_fn)).set_attn_implementation(s.attn_before)
     s.optimizer.state.clear()
     release_free_memory()  # the merge below loads a second, fp32 copy of the base model
-    if s.main:
+    if s.sharded:
+        trainable = sharding.full_trainable(s.loss_fn)  # every process sends its shards
+        if s.main:
+            save_final(out, unsharded_copy(s, model_cfg, cfg, trainable), s.resolved, s.tok, cfg, model_cfg)
+    elif s.main:
         save_final(out, unwrap_model(s.loss_fn), s.resolved, s.tok, cfg, model_cfg)
     s.accelerator.wait_for_everyone()
     return summary
+
+
+def unsharded_copy(s: Setup, model_cfg: ModelConfig, cfg: TrainConfig, trainable: dict) -> torch.nn.Module:
+    """A plain copy of the trained model on the first process, from the gathered trainable weights:
+    what save_final writes the adapter, the merged or the full model from."""
+    model = build_model(s.resolved, cfg, s.dtype, model_cfg.trust_remote_code)
+    loss_fn = CompletionLoss(model, s.seq2seq)
+    missing = {n for n, p in loss_fn.named_parameters() if p.requires_grad} - set(trainable)
+    if missing:
+        raise RuntimeError(f"gathered FSDP state lacks {sorted(missing)[:3]}")
+    loss_fn.load_state_dict(trainable, strict=False)
+    return model

@@ -1,6 +1,7 @@
 """The model side of training: the trainable copy, the completion-only loss, the validation loss."""
 from __future__ import annotations
 
+import math
 import warnings
 from contextlib import contextmanager
 
@@ -94,17 +95,25 @@ def build_model(resolved: models.ResolvedModel, cfg: TrainConfig, dtype: torch.d
 
 
 def evaluate_loss(loss_fn: CompletionLoss, encoded: list[dict], pad_id: int, batch_size: int, device, dtype,
-                  rank: int = 0, world: int = 1) -> tuple[float, int]:
-    """Summed cross-entropy and target-token count over this rank's share of the batches."""
+                  rank: int = 0, world: int = 1, same_count: bool = False) -> tuple[float, int]:
+    """Summed cross-entropy and target-token count over this rank's share of the batches.
+    `same_count`: every rank runs as many forwards as the busiest one (a sharded model's forward
+    gathers weights from all of them), the extra ones on a batch it then leaves out."""
     total, count = 0.0, 0
     was_training = loss_fn.training
     loss_fn.eval()
+    batches = sorted_batches([len(e["input_ids"]) for e in encoded], batch_size)
+    mine = batches[rank::world]
+    rounds = math.ceil(len(batches) / world) if same_count else len(mine)
     with torch.no_grad():
-        for idx in sorted_batches([len(e["input_ids"]) for e in encoded], batch_size)[rank::world]:
-            batch = {k: v.to(device) for k, v in collate([encoded[i] for i in idx], pad_id, loss_fn.seq2seq).items()}
+        for k in range(rounds):
+            idx = mine[k] if k < len(mine) else batches[0]
+            batch = {key: v.to(device) for key, v in collate([encoded[i] for i in idx], pad_id, loss_fn.seq2seq).items()}
             with _autocast(device, dtype):
-                total += float(loss_fn(**batch))
-            count += target_tokens(batch, loss_fn.seq2seq)
+                loss = float(loss_fn(**batch))
+            if k < len(mine):
+                total += loss
+                count += target_tokens(batch, loss_fn.seq2seq)
     loss_fn.train(was_training)
     return total, count
 
