@@ -144,3 +144,20 @@ def test_padding_free_flag_mirrors_the_recipe_field():
     assert from_flags(TrainConfig, args).padding_free is True
     args = _parser().parse_args(["train", "--data", "d", "--out", "o"])
     assert from_flags(TrainConfig, args).padding_free is False
+
+
+def test_varlen_attention_falls_back_to_the_block_mask_off_a_gpu(tiny_llama):
+    """The attention a GPU run without flash-attn switches to: on a CPU (or in fp32) it takes SDPA
+    with transformers' block-diagonal mask, and the packed loss is still the padded one."""
+    from transformers import AutoModelForCausalLM
+
+    enc, tok = _encoded(tiny_llama)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    loss_fn = CompletionLoss(model, False)
+    with torch.no_grad():
+        want = float(loss_fn(**collate(enc, tok.pad_token_id, False)))
+        assert kernels.use_varlen_attention(model, torch.float32, flash=False) == "sdpa"
+        assert model.config._attn_implementation == kernels.VARLEN
+        got = float(loss_fn(**pack(enc, tok.pad_token_id, False)))
+    model.set_attn_implementation("sdpa")
+    assert got == pytest.approx(want, rel=1e-5)

@@ -304,10 +304,11 @@ def _torch_varlen():
     return varlen_attn
 
 
-def use_varlen_attention(model: nn.Module, dtype: torch.dtype) -> str | None:
+def use_varlen_attention(model: nn.Module, dtype: torch.dtype, flash: bool | None = None) -> str | None:
     """Attention for padding-free training on a GPU: flash-attn's varlen kernel through transformers
     when flash-attn is installed and the compute dtype is half precision (it has no fp32 kernel),
-    else `varlen_attention`. The implementation the model had, to restore later; None if unchanged."""
+    else `varlen_attention`; `flash=False` keeps flash-attn out. The implementation the model had,
+    to restore later; None if unchanged."""
     import importlib.util
 
     from transformers import AttentionInterface
@@ -317,7 +318,8 @@ def use_varlen_attention(model: nn.Module, dtype: torch.dtype) -> str | None:
     before = getattr(lm.config, "_attn_implementation", None)
     if before not in ("sdpa", "eager") or not hasattr(lm, "set_attn_implementation"):
         return None
-    flash = importlib.util.find_spec("flash_attn") is not None and dtype in (torch.float16, torch.bfloat16)
+    flash = (flash is not False and importlib.util.find_spec("flash_attn") is not None
+             and dtype in (torch.float16, torch.bfloat16))
     if not flash:
         AttentionInterface.register(VARLEN, varlen_attention)
         ALL_MASK_ATTENTION_FUNCTIONS.register(VARLEN, sdpa_mask)
