@@ -71,6 +71,9 @@ LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
 BATCH, MAX_LEN, LR, SEED = 4, 512, 2e-4, 0
 SCHEDULE, WARMUP_RATIO = "linear", 0.0
 PEERS = ("trl_defaults", "trl_tuned")
+# on a GPU only (`--device cuda`): TRL's padding-free mode (trl_tuned's settings, each batch flattened into one
+# row; flash-attn's varlen kernel when installed, else SDPA under transformers' block-diagonal mask)
+CUDA_PEERS = ("trl_padding_free",)
 DEMO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "dialogsum-lora.yaml"
 
 
@@ -89,16 +92,16 @@ def use_workload(name: str) -> None:
 
 # ---------------------------------------------------------------------------- workers (one process each)
 
-def run_tunebench(data: Path, steps: int, out: Path, dropout: float | None = None) -> dict:
+def run_tunebench(data: Path, steps: int, out: Path, dropout: float | None = None, padding_free: bool = False) -> dict:
     """The real CLI, as a user runs it; its log.jsonl holds per-step loss, tokens and time."""
     dropout = LORA["dropout"] if dropout is None else dropout
-    run = out / f"run-dropout{dropout}"
+    run = out / (f"run-dropout{dropout}" + ("-padding-free" if padding_free else ""))
     cmd = [sys.executable, "-m", "tunebench.cli", "train", "--data", str(data), "--out", str(run),
            "--model", MODEL, "--method", "lora", "--lora-r", str(LORA["r"]), "--lora-alpha", str(LORA["alpha"]),
            "--lora-dropout", str(dropout), "--lora-targets", "all-linear", "--batch-size", str(BATCH),
            "--max-length", str(MAX_LEN), "--lr", str(LR), "--schedule", SCHEDULE, "--warmup-ratio", str(WARMUP_RATIO),
            "--max-steps", str(steps), "--seed", str(SEED), "--precision", "bf16", "--no-merge",
-           "--report-to", "none", "--save-every", str(10**6)]
+           "--report-to", "none", "--save-every", str(10**6)] + (["--padding-free"] if padding_free else [])
     from tunebench.io.runs import read_json, read_jsonl
 
     rss = run_child(cmd)
@@ -150,6 +153,8 @@ def trl_worker(name: str, data: Path, steps: int, result: Path, device: str) -> 
                   report_to=[], completion_only_loss=True, dataloader_num_workers=0)
     if name == "trl_defaults":
         cfg = SFTConfig(**common)
+    elif name == "trl_padding_free":
+        cfg = trl_padding_free_config(SFTConfig, common)
     else:
         # frozen base weights in bf16, as tunebench holds them for LoRA (TRL loads fp32 unless told)
         cfg = SFTConfig(**common, model_init_kwargs={"dtype": "bfloat16"}, gradient_checkpointing=False, bf16=True,
@@ -157,9 +162,12 @@ def trl_worker(name: str, data: Path, steps: int, result: Path, device: str) -> 
     peft_cfg = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                           target_modules="all-linear", task_type="CAUSAL_LM")
     set_seed(SEED)  # the LoRA A matrices are drawn before Trainer seeds anything
+    # TRL refuses a collator of one's own in padding-free mode: its own is wrapped once built instead
     trainer = SFTTrainer(model=path, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                         peft_config=peft_cfg, data_collator=CountingCollator(pad_token_id=tok.pad_token_id),
-                         callbacks=[Clock()])
+                         peft_config=peft_cfg, callbacks=[Clock()],
+                         data_collator=None if cfg.padding_free else CountingCollator(pad_token_id=tok.pad_token_id))
+    if cfg.padding_free:
+        trainer.data_collator = counting_packed(trainer.data_collator, tokens, lengths, loss_positions)
     base = trainer.model.get_base_model()
     dtypes = {"frozen": str(base.model.layers[0].self_attn.q_proj.base_layer.weight.dtype),
               "adapters": str(base.model.layers[0].self_attn.q_proj.lora_A["default"].weight.dtype)}
@@ -170,6 +178,32 @@ def trl_worker(name: str, data: Path, steps: int, result: Path, device: str) -> 
                                   "threads": torch.get_num_threads(), "peak_gpu_mb": gpu_peak_mb(),
                                   "gradient_checkpointing": bool(cfg.gradient_checkpointing), "bf16_autocast": bool(cfg.bf16),
                                   "dtypes": dtypes}))
+
+
+def trl_padding_free_config(SFTConfig, common: dict):
+    """trl_tuned's settings with TRL's padding-free mode: each batch one row, positions restarting per
+    sequence (TRL's collator), flash-attn's varlen kernel where it is installed."""
+    import importlib.util
+
+    init = {"dtype": "bfloat16"}
+    if importlib.util.find_spec("flash_attn") is not None:
+        init["attn_implementation"] = "flash_attention_2"
+    return SFTConfig(**common, model_init_kwargs=init, gradient_checkpointing=False, bf16=True,
+                     train_sampling_strategy="sequential", padding_free=True)
+
+
+def counting_packed(collator, tokens: list, lengths: list, loss_positions: list):
+    """TRL's padding-free collator, counting each batch's sequences from its cu_seq_lens as
+    CountingCollator counts a padded batch's rows (each sequence's first label is masked)."""
+    def collate(examples):
+        out = collator(examples)
+        cu = out["cu_seq_lens_q"].tolist()
+        labels = out["labels"][0]
+        lengths.append([b - a for a, b in zip(cu, cu[1:])])
+        tokens.append(sum(lengths[-1]))
+        loss_positions.append([int((labels[a:b] != -100).sum()) for a, b in zip(cu, cu[1:])])
+        return out
+    return collate
 
 
 # ---------------------------------------------------------------------------- the parent
@@ -200,7 +234,8 @@ def prepare(work: Path, records: int, workload: str) -> tuple[Path, dict]:
     # tunebench's batch order (a pure function of lengths, seed and epoch), flattened for a sequential sampler
     batches = train_batches([len(e["input_ids"]) for e in enc], BATCH, SEED, 0, True)
     order = [i for b in batches for i in b]
-    for name, seq in (("trl_defaults", rows), ("trl_tuned", [rows[i] for i in order])):
+    for name, seq in (("trl_defaults", rows), ("trl_tuned", [rows[i] for i in order]),
+                      ("trl_padding_free", [rows[i] for i in order])):
         write_jsonl(data / f"trl_{name}.jsonl", seq)
     return data, {"examples": len(enc), "skipped_overlong": skipped,
                   "batch_lengths": [[len(enc[i]["input_ids"]) for i in b] for b in batches],
@@ -270,7 +305,8 @@ def main() -> int:
                     help="w1: the fixed W1 settings; demo: the demo recipe's settings (W1-demo)")
     ap.add_argument("--steps", type=int, help="timed steps after the 2 warm-up steps (W1: 30; demo: 16, which "
                                                "takes in the demo's longest batch)")
-    ap.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS)
+    ap.add_argument("--peers", nargs="*", choices=PEERS + CUDA_PEERS,
+                    help=f"default: {' '.join(PEERS)}, and with --device cuda {' '.join(CUDA_PEERS)}")
     ap.add_argument("--records", type=int, default=1000, help="DialogSum training records to draw batches from")
     ap.add_argument("--threads", type=int, default=2)
     add_device_arg(ap)
@@ -280,6 +316,8 @@ def main() -> int:
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
     use_workload(args.workload)
+    if args.peers is None:
+        args.peers = list(PEERS) + (list(CUDA_PEERS) if args.device == "cuda" else [])
     warmup = 2
     args.steps = args.steps or (16 if args.workload == "demo" else 30)
     steps = warmup + (6 if args.quick else args.steps)
@@ -309,6 +347,8 @@ def main() -> int:
         results = {"tunebench": run_tunebench(data, steps, work)}
         if LORA["dropout"]:  # the cost of dropout, same run
             results["tunebench_dropout0"] = run_tunebench(data, steps, work, dropout=0.0)
+        if args.device == "cuda":  # tunebench's padding-free batches beside TRL's (train.padding_free)
+            results["tunebench_padding_free"] = run_tunebench(data, steps, work, padding_free=True)
         for name in args.peers:
             out = work / f"{name}.json"
             rss = run_child([sys.executable, __file__, "--worker", name, "--work", str(work),

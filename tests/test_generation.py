@@ -72,6 +72,19 @@ def test_greedy_decode_gives_what_one_generate_per_prompt_gives(tiny_llama, monk
     assert len({len(r) for r in ref}) > 2
     assert greedy_decode(model, prompts, 20, stop) == ref
     assert greedy_decode(model, prompts, 20, [tok.eos_token_id]) == free
+    # the static step a CUDA graph captures (full-width cache under a mask, indexed writes, rebuilt as
+    # rows leave), run uncaptured here: the same tokens
+    assert greedy_decode(model, prompts, 20, stop, graphs=True) == ref
+    assert greedy_decode(model, prompts, 20, [tok.eos_token_id], graphs=True) == free
+
+
+def test_decode_graphs_only_on_a_gpu_with_sdpa(tiny_llama, monkeypatch):
+    import torch
+
+    from tunebench.generation import use_decode_graphs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    assert model.config._attn_implementation == "sdpa" and not use_decode_graphs(model)  # a CPU: never
 
 
 def test_logits_processors_send_generation_to_transformers(tiny_llama):
@@ -120,3 +133,17 @@ def test_greedy_head_only_where_it_pays(tiny_llama, monkeypatch):
     assert not isinstance(GreedyHead.for_model(bf16), GreedyHead)
     monkeypatch.setattr(models, "bf16_supported", lambda device: False)
     assert not isinstance(GreedyHead.for_model(fp32), GreedyHead)
+
+
+def test_prefill_group_size_is_where_time_per_token_stops_falling():
+    from tunebench.models import profile
+    from tunebench.models.profile import choose_prefill_tokens
+
+    # a CPU-like curve: flat from ~1000 rows; a GPU-like one: still falling at 4096
+    assert choose_prefill_tokens({256: 1.25, 512: 1.1, 1024: 1.02, 2048: 1.0, 4096: 1.01}) == 1024
+    assert choose_prefill_tokens({256: 8.0, 512: 4.0, 1024: 2.0, 2048: 1.2, 4096: 1.0, 8192: 1.0}) == 4096
+    assert choose_prefill_tokens({512: 1.0, 1024: 1.0}) == 512  # a tie: the smaller, less padding
+    assert choose_prefill_tokens({256: 2.0, 512: 1.0}, gain=1.0) == 256
+    # a CPU keeps its measured constants: no calibration runs
+    model = type("M", (), {"parameters": lambda self: iter([__import__("torch").zeros(1)])})()
+    assert profile.profile_for_model(model) is profile.CPU

@@ -84,6 +84,8 @@ class TrainConfig(Section):
     lora_targets: str = Field("all-linear", description="'all-linear' or comma-separated module names")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast where the hardware has it")
     group_by_length: bool = Field(True, description="batch similar lengths together: less padding, same loss")
+    padding_free: bool = Field(False, description="decoder-only: each micro-batch's sequences in one row, positions "
+                               "restarting per sequence, no padding (varlen flash attention on a GPU when installed)")
     eval_every: Optional[int] = Field(None, gt=0, description="validation loss every N steps (always at epoch end)")
     save_every: int = Field(50, gt=0, description="checkpoint every N optimizer steps")
     keep_checkpoints: int = Field(2, gt=0)

@@ -17,7 +17,7 @@ from transformers.cache_utils import DynamicLayer
 
 from ..models import CACHE_API_FAMILIES
 from ..models.batching import Formatter, budget_batches
-from ..models.profile import DeviceProfile, profile_for
+from ..models.profile import DeviceProfile, profile_for, profile_for_model
 
 
 def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, max_new_tokens: int = 96,
@@ -123,7 +123,7 @@ class SlotLayer(DynamicLayer):
 
 def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, eos: list[int],
                   head: Callable[[torch.Tensor], list[int]] | None = None,
-                  done: Callable[[list[int]], bool] | None = None) -> list[list[int]]:
+                  done: Callable[[list[int]], bool] | None = None, graphs: bool | None = None) -> list[list[int]]:
     """Greedy continuations of a batch: the tokens one `generate` per prompt gives.
 
     Prompts are prefilled in groups of near-equal length, each into its row of one preallocated
@@ -133,6 +133,9 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, eos: lis
     positions), each step's tokens picked by `head` (default: `GreedyHead.for_model`). A row
     finishes at EOS, at max_new_tokens or when `done(its tokens)`. Finished rows leave the batch
     once a quarter of it is done, so late steps do not pay for them.
+
+    `graphs`: run each decode step as a replayed CUDA graph (`DecodeGraph`); None: where
+    `use_decode_graphs` says so (on a GPU, with SDPA). The tokens are the same either way.
     """
     from transformers.cache_utils import Cache
 
@@ -153,6 +156,7 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, eos: lis
         finished = [False] * b
         pos = torch.tensor([len(p) for p in prompts], device=device)
         nxt = first
+        graph = DecodeGraph(decoder, kw) if (use_decode_graphs(model) if graphs is None else graphs) else None
         while True:
             for r, t in zip(rows, nxt):
                 if not finished[r]:
@@ -169,10 +173,106 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, eos: lis
                 rows, nxt = [rows[j] for j in kept], [nxt[j] for j in kept]
                 mask, pos = mask[keep], pos[keep]
             end = layers[0].end
-            hidden = decoder(input_ids=torch.tensor(nxt, device=device)[:, None], attention_mask=mask[:, :end + 1],
-                             position_ids=pos[:, None], **{kw: cache}, use_cache=True).last_hidden_state
+            if graph is not None:
+                hidden = graph(layers, nxt, mask, pos)
+            else:
+                hidden = decoder(input_ids=torch.tensor(nxt, device=device)[:, None], attention_mask=mask[:, :end + 1],
+                                 position_ids=pos[:, None], **{kw: cache}, use_cache=True).last_hidden_state
             nxt = head(hidden[:, -1])
             pos = pos + 1
+
+
+def use_decode_graphs(model) -> bool:
+    """Whether greedy decoding replays its decode step as a CUDA graph: on a GPU, for a model on SDPA
+    (the step passes a ready 4D boolean mask, which SDPA reads as it is), unless
+    TUNEBENCH_CUDA_GRAPHS=off. A 135M model's decode step on a Hopper GPU is a few hundred small
+    kernels whose launches take longer than their work; a graph launches them all at once."""
+    import os
+
+    device = next(model.parameters()).device
+    return (device.type == "cuda" and os.environ.get("TUNEBENCH_CUDA_GRAPHS", "on").lower() not in ("off", "0", "false")
+            and getattr(model.config, "_attn_implementation", None) == "sdpa")
+
+
+class IndexedSlotLayer(DynamicLayer):
+    """A SlotLayer for a captured step: each step writes at a position held in a device tensor and
+    attention reads the whole preallocated buffer (a graph replays fixed shapes and addresses; the
+    mask hides the slots not yet written)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, index: torch.Tensor):
+        super().__init__()
+        self.keys, self.values, self.index = keys, values, index
+        self.device, self.is_initialized = keys.device, True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        self.keys.index_copy_(2, self.index, key_states)
+        self.values.index_copy_(2, self.index, value_states)
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.keys.shape[-2]
+
+    def get_max_length(self) -> int:
+        return self.keys.shape[-2]
+
+
+class DecodeGraph:
+    """greedy_decode's decode step over static buffers, captured once per batch size as a CUDA graph
+    and replayed: token ids, positions and the write index are copied into fixed tensors, the mask is
+    recomputed inside the graph from the index, and each layer's KV buffer (already preallocated,
+    written in place) is the graph's own. When rows leave the batch the buffers shrink and the step
+    is captured again. The first step of each capture runs eagerly on a side stream (the warm-up
+    CUDA graphs need), and it is a real step: its states are kept and returned.
+
+    Off a GPU the same static step runs eagerly, uncaptured: that is how a CPU test pins the static
+    path (full-width attention under a mask, indexed writes) to the ordinary one, token for token."""
+
+    def __init__(self, decoder, kw: str):
+        self.decoder, self.kw, self.rows, self.graph = decoder, kw, None, None
+
+    def __call__(self, layers: list[SlotLayer], nxt: list[int], mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        end = layers[0].end
+        if self.rows != len(nxt):
+            hidden = self._build(layers, nxt, mask, pos, end)
+        else:
+            self.ids.copy_(torch.tensor(nxt)[:, None], non_blocking=True)
+            self.pos.copy_(pos[:, None])
+            self.index.fill_(end)
+            if self.graph is not None:
+                self.graph.replay()
+                hidden = self.hidden
+            else:
+                hidden = self._step()
+        for layer in layers:  # the ordinary path's bookkeeping, should rows leave and the step be rebuilt
+            layer.end += 1
+        return hidden
+
+    def _step(self) -> torch.Tensor:
+        from transformers.cache_utils import Cache
+
+        visible = self.rows_mask & (self.columns <= self.index)  # the prompt's slots and every token so far
+        return self.decoder(input_ids=self.ids, attention_mask=visible, position_ids=self.pos,
+                            **{self.kw: Cache(layers=self.layers)}, use_cache=True).last_hidden_state
+
+    def _build(self, layers, nxt, mask, pos, end) -> torch.Tensor:
+        device = mask.device
+        self.rows, self.graph = len(nxt), None
+        self.ids = torch.tensor(nxt, device=device)[:, None]
+        self.pos, self.index = pos[:, None].clone(), torch.tensor([end], device=device)
+        self.rows_mask = mask.bool()[:, None, None, :].clone()  # (rows, 1, 1, width): SDPA's boolean mask, as is
+        self.columns = torch.arange(mask.shape[1], device=device)
+        self.layers = [IndexedSlotLayer(layer.keys, layer.values, self.index) for layer in layers]
+        if device.type != "cuda":
+            return self._step()
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            hidden = self._step().clone()  # the warm-up is this step; the capture below runs nothing
+        torch.cuda.current_stream(device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.hidden = self._step()
+        return hidden
 
 
 class GreedyHead:
@@ -243,7 +343,7 @@ def _prefill(model, prompts: list[list[int]], longest: int, width: int,
     shape = (len(prompts), kv_heads, width, head_dim)
     bufs = [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
             for _ in range(cfg.num_hidden_layers)]
-    prof = profile_for(device)
+    prof = profile_for_model(model)  # on a GPU: the prefill group size measured on this model
     shared = _shared_prefix(prompts, prof)
     decoder, last = model.get_decoder(), {}
     kw = _cache_keyword(decoder)

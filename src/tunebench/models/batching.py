@@ -113,6 +113,30 @@ def collate(encoded: list[dict], pad_id: int, seq2seq: bool) -> dict[str, torch.
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def pack(encoded: list[dict], pad_id: int, seq2seq: bool) -> dict[str, torch.Tensor]:
+    """A micro-batch without padding: its sequences concatenated into one row (batch dimension 1).
+
+    `position_ids` restart at 0 for each sequence, which is what confines attention to it:
+    transformers builds a block-diagonal causal mask from them (SDPA, eager) and flash attention
+    takes `cu_seq_lens` (each sequence's start, then the total) for its varlen kernel. Each
+    sequence's first label is IGNORE: in a padded batch nothing predicts a row's first token, and
+    here the position before it is the previous sequence's last token. Labels are otherwise the
+    examples' own (completion tokens only), so the targets are exactly `collate`'s. The all-ones
+    attention_mask counts real tokens as `collate`'s does; the model is not given it (a 2D mask
+    would turn off the packed-sequence detection).
+    """
+    if seq2seq:
+        raise UserError("train.padding_free: decoder-only models only (T5/BART train on padded batches)")
+    del pad_id  # no padding: the signature is collate's, so either can batch a step
+    ids = torch.tensor([t for e in encoded for t in e["input_ids"]], dtype=torch.long)[None]
+    labels = torch.tensor([t for e in encoded for t in [IGNORE] + e["labels"][1:]], dtype=torch.long)[None]
+    lengths = [len(e["input_ids"]) for e in encoded]
+    positions = torch.cat([torch.arange(n) for n in lengths])[None]
+    cu = torch.tensor([0] + lengths, dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels, "position_ids": positions,
+            "cu_seq_lens": cu}
+
+
 def target_tokens(batch: dict[str, torch.Tensor], seq2seq: bool) -> int:
     labels = batch["labels"] if seq2seq else batch["labels"][:, 1:]
     return int((labels != IGNORE).sum())

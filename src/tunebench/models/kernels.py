@@ -25,6 +25,7 @@ batches, one LoRA adapter. They exist because the generic paths spend a third of
 """
 from __future__ import annotations
 
+import inspect
 import math
 import types
 
@@ -269,6 +270,68 @@ class CausalAttentionFn(torch.autograd.Function):
         dp = torch.matmul(dout, v.transpose(-1, -2))
         ds = torch.ops.aten._softmax_backward_data(dp, p, -1, p.dtype).mul_(ctx.scale)
         return torch.matmul(ds, k), torch.matmul(ds.transpose(-1, -2), q), dv, None
+
+
+VARLEN = "tunebench_varlen"
+
+
+def varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers attention interface for padding-free batches (`batching.pack`) on a GPU without
+    flash-attn installed: torch's own varlen flash kernel (`torch.nn.attention.varlen`, half
+    precision on CUDA) over each sequence's block, given the batch's `cu_seq_lens_q`. Anything
+    else goes to SDPA with the block-diagonal mask transformers built from the position ids:
+    exact, but it computes the whole square of the packed row."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    fn = _torch_varlen()
+    cu = kwargs.get("cu_seq_lens_q")
+    if (fn is None or cu is None or query.shape[0] != 1 or not query.is_cuda or dropout or kwargs.get("sliding_window")
+            or query.dtype not in (torch.float16, torch.bfloat16) or key.shape[-2] != query.shape[-2]):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # (tokens, heads, head_dim)
+    params = inspect.signature(fn).parameters
+    extra = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    if "enable_gqa" in params:
+        extra["enable_gqa"] = True
+    elif k.shape[1] != q.shape[1]:
+        k, v = (x.repeat_interleave(q.shape[1] // x.shape[1], dim=1) for x in (k, v))
+    longest = int(kwargs.get("max_length_q") or int((cu[1:] - cu[:-1]).max()))
+    out = fn(q, k, v, cu.to(torch.int32), cu.to(torch.int32), longest, longest, scale=scaling, **extra)
+    return out[None], None
+
+
+def _torch_varlen():
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:  # torch before 2.9
+        return None
+    return varlen_attn
+
+
+def use_varlen_attention(model: nn.Module, dtype: torch.dtype, flash: bool | None = None) -> str | None:
+    """Attention for padding-free training on a GPU: flash-attn's varlen kernel through transformers
+    when flash-attn is installed and the compute dtype is half precision (it has no fp32 kernel),
+    else `varlen_attention`; `flash=False` keeps flash-attn out. The implementation the model had,
+    to restore later; None if unchanged."""
+    import importlib.util
+
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    before = getattr(lm.config, "_attn_implementation", None)
+    if before not in ("sdpa", "eager") or not hasattr(lm, "set_attn_implementation"):
+        return None
+    flash = (flash is not False and importlib.util.find_spec("flash_attn") is not None
+             and dtype in (torch.float16, torch.bfloat16))
+    if not flash:
+        AttentionInterface.register(VARLEN, varlen_attention)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(VARLEN, sdpa_mask)
+    try:
+        lm.set_attn_implementation("flash_attention_2" if flash else VARLEN)
+    except (ValueError, NotImplementedError, AttributeError, ImportError):
+        return None
+    return before
 
 
 # ---------------------------------------------------------------------------- RMSNorm

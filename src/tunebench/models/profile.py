@@ -2,11 +2,14 @@
 padding, per kind of device. General code asks `profile_for(device)` instead of keeping constants.
 
 The CPU values were measured on a 2-core AMD EPYC (AVX512-BF16, no AMX) with SmolLM2-135M (README:
-Speed). No GPU has measured its own yet: CUDA uses the CPU's values until one does, and says so.
+Speed). No GPU has measured its own yet: CUDA uses the CPU's values until one does, and says so,
+except the prefill group size, which `profile_for_model` measures on the loaded model the first time
+a GPU generates with it (`calibrate_prefill_tokens`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 
 @dataclass
@@ -43,3 +46,56 @@ def profile_for(device) -> DeviceProfile:
     """The profile of a torch.device (or its type as a string)."""
     kind = getattr(device, "type", device)
     return CUDA if kind == "cuda" else CPU
+
+
+# candidate prefill group sizes (padded tokens per forward) and the rows they are cut into
+PREFILL_CANDIDATES = (256, 512, 1024, 2048, 4096, 8192)
+CALIBRATION_ROW = 256
+# a larger group must be this much faster per token to be chosen: beyond the knee it only adds padding and memory
+PREFILL_GAIN = 0.05
+_calibrated: dict[tuple, DeviceProfile] = {}
+
+
+def choose_prefill_tokens(seconds_per_token: dict[int, float], gain: float = PREFILL_GAIN) -> int:
+    """The smallest group size whose time per token is within `gain` of the best size's: where a
+    device stops getting faster per token as forwards grow (a CPU's matmuls near ~1000 rows, a large
+    GPU's much later), smaller groups waste less on padding and hold less memory."""
+    best = min(seconds_per_token.values())
+    return min(n for n, t in seconds_per_token.items() if t <= best * (1 + gain))
+
+
+def calibrate_prefill_tokens(model, candidates: tuple[int, ...] = PREFILL_CANDIDATES, repeats: int = 3) -> dict[int, float]:
+    """Seconds per token of a cache-free forward of the model's decoder at each candidate size
+    (rows of CALIBRATION_ROW random tokens), the best of `repeats` after one warm-up. CUDA only."""
+    import torch
+
+    device = next(model.parameters()).device
+    decoder, vocab = model.get_decoder(), model.config.vocab_size
+    out = {}
+    with torch.inference_mode():
+        for n in candidates:
+            ids = torch.randint(0, vocab, (max(n // CALIBRATION_ROW, 1), min(n, CALIBRATION_ROW)), device=device)
+            times = []
+            for _ in range(repeats + 1):
+                torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+                decoder(input_ids=ids, use_cache=False)
+                torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - t0)
+            out[n] = min(times[1:]) / ids.numel()
+    return out
+
+
+def profile_for_model(model) -> DeviceProfile:
+    """The profile of the device a model is on; on a GPU with its prefill group size measured on this
+    model (once per process, device name, model and dtype: a few seconds, once)."""
+    import torch
+
+    p = next(model.parameters())
+    prof = profile_for(p.device)
+    if p.device.type != "cuda":
+        return prof
+    key = (torch.cuda.get_device_name(p.device), model.config.name_or_path, type(model).__name__, str(p.dtype))
+    if key not in _calibrated:
+        _calibrated[key] = replace(prof, prefill_tokens=choose_prefill_tokens(calibrate_prefill_tokens(model)))
+    return _calibrated[key]

@@ -22,6 +22,7 @@ from ..models.batching import (
     Formatter,
     collate,
     encode_all,
+    pack,
     target_tokens,
     train_batches,
 )
@@ -168,6 +169,8 @@ def prepare_data(accelerator, model_cfg: ModelConfig, cfg: TrainConfig, data_dir
     dtype = models.pick_dtype(cfg.precision, device)
     if seq2seq and dtype == torch.float16:
         raise UserError("T5/BART train in fp32 or bf16 only (fp16 overflows to NaN)")
+    if seq2seq and cfg.padding_free:
+        raise UserError("train.padding_free: decoder-only models only (T5/BART train on padded batches)")
     train_enc, skipped = encode_all(fmt, train_ex, cfg.max_length, cfg.overlong, f"{data_dir}/train.jsonl")
     val_enc, val_skipped = encode_all(fmt, val_ex, cfg.max_length, "skip", f"{data_dir}/validation.jsonl") if val_ex else ([], 0)
     lengths = [len(e["input_ids"]) for e in train_enc]
@@ -184,6 +187,8 @@ def build_trainable(s: Setup, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
     if s.device.type == "cpu" and not s.seq2seq:
         kernels.fuse_swiglu(model)
         kernels.fuse_rmsnorm(model)
+    if cfg.padding_free and s.device.type == "cuda":
+        s.attn_before = kernels.use_varlen_attention(model, s.dtype)
     loss_fn = CompletionLoss(model, s.seq2seq)
     if s.sharded:  # before the optimizer: it must hold the sharded parameters
         sharding.shard(loss_fn, s.device, s.world)
@@ -214,7 +219,8 @@ def micro_batches(s: Setup, cfg: TrainConfig, step: int) -> list[tuple[dict, boo
     # DDP needs every rank in every backward.
     rank = s.accelerator.process_index
     rank_micro = [(b[rank::s.world] or b[:1], bool(b[rank::s.world])) for b in micro]
-    return [(collate([s.train_enc[i] for i in b], s.tok.pad_token_id, s.seq2seq), real) for b, real in rank_micro]
+    batch = pack if cfg.padding_free else collate
+    return [(batch([s.train_enc[i] for i in b], s.tok.pad_token_id, s.seq2seq), real) for b, real in rank_micro]
 
 
 def forward_backward(s: Setup, collated: list[tuple[dict, bool]], n_global: int) -> tuple[float, int]:

@@ -53,7 +53,7 @@ class CompletionLoss(nn.Module):
         # about a fifth of the model's matmuls, and no batch x length x vocab logits tensor.
         self.fast = (not seq2seq) and lm.config.model_type in models.HEAD_OF_HIDDEN
 
-    def forward(self, input_ids, attention_mask, labels):
+    def forward(self, input_ids, attention_mask, labels, position_ids=None, cu_seq_lens=None):
         lm = unwrap(self.model)
         if self.seq2seq:
             dec = lm.prepare_decoder_input_ids_from_labels(labels=labels)
@@ -64,13 +64,28 @@ class CompletionLoss(nn.Module):
         # the attention kernels take their causal fast path.
         targets = labels[:, 1:]
         keep = targets != IGNORE
+        packed = _packed_inputs(position_ids, cu_seq_lens)
         if self.fast:
             body = getattr(lm, lm.base_model_prefix)
-            hidden = body(input_ids=input_ids).last_hidden_state
+            hidden = body(input_ids=input_ids, **packed).last_hidden_state
             logits = lm.get_output_embeddings()(hidden[:, :-1][keep])
             return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
-        logits = self.model(input_ids=input_ids).logits[:, :-1]
+        logits = self.model(input_ids=input_ids, **packed).logits[:, :-1]
         return F.cross_entropy(logits[keep].float(), targets[keep], reduction="sum")
+
+
+def _packed_inputs(position_ids, cu_seq_lens) -> dict:
+    """What a padding-free batch (`batching.pack`) adds to the forward: nothing for a padded one.
+
+    No cache: transformers reads packed sequences from position_ids only when there is none, and a
+    decoder called with use_cache on makes one even in training. The cu_seq_lens keywords reach the
+    attention function; flash attention's varlen path reads them, SDPA and eager ignore them (the
+    block-diagonal mask built from position_ids does their work)."""
+    if position_ids is None:
+        return {}
+    longest = int((cu_seq_lens[1:] - cu_seq_lens[:-1]).max())
+    return {"position_ids": position_ids, "use_cache": False, "cu_seq_lens_q": cu_seq_lens, "cu_seq_lens_k": cu_seq_lens,
+            "max_length_q": longest, "max_length_k": longest}
 
 
 def build_model(resolved: models.ResolvedModel, cfg: TrainConfig, dtype: torch.dtype, trust_remote_code: bool):
