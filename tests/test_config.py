@@ -38,3 +38,22 @@ def test_multitask_recipe_loads_with_its_mixture_and_contamination_sections():
     assert r.model == demo.model and r.evaluate == demo.evaluate and r.forgetting == demo.forgetting
     assert r.train.model_dump(exclude={"save_every"}) == demo.train.model_dump(exclude={"save_every"})
     assert r.data.eval_template == demo.data.eval_template and r.data.test_limit is None
+
+
+def test_a_stage_recorded_before_a_setting_existed_stays_complete_while_it_is_at_its_default(tmp_path):
+    """train.padding_free came after stages were recorded without it: at its default it is left out
+    of the recorded settings, so those stages are not redone; set, it is recorded and they are."""
+    import json
+
+    from tunebench.config import ModelConfig, TrainConfig
+    from tunebench.io.layout import stage_config
+    from tunebench.io.runs import completed
+
+    model = ModelConfig(model="m")
+    now = stage_config("data", model=model, train=TrainConfig())
+    assert "padding_free" not in now["train"]
+    before = json.loads(json.dumps(now))  # what an older tunebench wrote: no such key at all
+    (tmp_path / "run.json").write_text(json.dumps({"status": "complete", "config": before}))
+    assert completed(tmp_path, stage_config("data", model=model, train=TrainConfig()))
+    packed = stage_config("data", model=model, train=TrainConfig(padding_free=True))
+    assert packed["train"]["padding_free"] is True and not completed(tmp_path, packed)

@@ -61,6 +61,11 @@ class DataConfig(Section):
     seed: int = Field(0, description="split, subset and template-choice seed")
 
 
+# A field added after runs were recorded: left out of a stage's recorded settings while at its
+# default (io.layout.stage_config), so stages finished before it existed are not redone.
+ADDED = {"recorded_when_set": True}
+
+
 class TrainConfig(Section):
     """Fine-tuning hyperparameters (the `train` stage)."""
 
@@ -85,7 +90,8 @@ class TrainConfig(Section):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast where the hardware has it")
     group_by_length: bool = Field(True, description="batch similar lengths together: less padding, same loss")
     padding_free: bool = Field(False, description="decoder-only: each micro-batch's sequences in one row, positions "
-                               "restarting per sequence, no padding (varlen flash attention on a GPU when installed)")
+                               "restarting per sequence, no padding (varlen flash attention on a GPU when installed)",
+                               json_schema_extra=ADDED)
     eval_every: Optional[int] = Field(None, gt=0, description="validation loss every N steps (always at epoch end)")
     save_every: int = Field(50, gt=0, description="checkpoint every N optimizer steps")
     keep_checkpoints: int = Field(2, gt=0)
