@@ -112,12 +112,20 @@ def _build(size: str, embedded: Path, target: Path) -> None:
                 shutil.copy2(embedded / name, tmp / name)
         (tmp / "bench_model.json").write_text(json.dumps(spec(size, base), indent=2))
         tmp.chmod(0o755)  # mkdtemp makes it private
+        if _built(target, spec(size, base)):  # another process built it meanwhile: keep that one
+            shutil.rmtree(tmp)
+            return
         if target.exists():  # a stale build (another recipe): replaced
             shutil.rmtree(target)
         os.rename(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _built(target: Path, want: dict) -> bool:
+    marker = target / "bench_model.json"
+    return marker.is_file() and json.loads(marker.read_text()) == want
 
 
 def model_path(size: str) -> str:
@@ -129,15 +137,14 @@ def model_path(size: str) -> str:
         return str(embedded)
     target = cache_root() / size
     want = spec(size, json.loads((embedded / "config.json").read_text()))
-    marker = target / "bench_model.json"
-    if not (marker.is_file() and json.loads(marker.read_text()) == want):
+    if not _built(target, want):
         print(f"building the {size} bench model (SmolLM2's configuration, random weights, seed {SEED}) in {target}",
               flush=True)
         try:
             _build(size, embedded, target)
         except OSError:
             # another process renamed its build into place first: use it if it is the one wanted
-            if not (marker.is_file() and json.loads(marker.read_text()) == want):
+            if not _built(target, want):
                 raise
     return str(target)
 
