@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tunebench-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser demo multitask bench bigbench-parity helm-parity test test-fast clean
+.PHONY: install browser demo multitask bench bench-sizes bigbench-parity helm-parity test test-fast clean
 
 install: $(STAMP)
 
@@ -42,6 +42,19 @@ bench: install helm-parity bigbench-parity
 	$(PY) bench/w1_train.py --workload demo --json runs/bench/w1_demo.json
 	$(PY) bench/w2_generate.py --json runs/bench/w2.json
 	$(PY) bench/w3_score.py --json runs/bench/w3.json
+
+# The same ratios at 135m and 360m (SmolLM2's 360M configuration, random weights), workloads cut to
+# about 30 minutes in all on 2 CPU cores, and the table of how ratios and peak memory change
+bench-sizes: install
+	$(PIP) install -q --disable-pip-version-check -e '.[bench]'
+	mkdir -p runs/bench-sizes
+	for s in 135m 360m; do \
+	  $(PY) bench/w1_train.py --model-size $$s --steps 8 --json runs/bench-sizes/w1-$$s.json || exit 1; \
+	  $(PY) bench/w2_generate.py --model-size $$s --n 24 --json runs/bench-sizes/w2-$$s.json || exit 1; \
+	  { $(PY) bench/w3_score.py --model-size $$s --limit 100 --json runs/bench-sizes/w3-$$s.json || \
+	    echo "W3 $$s: some choices differ between the tools (figures written all the same)"; }; \
+	done
+	$(PY) bench/size_table.py runs/bench-sizes/*.json --out runs/bench-sizes/table.md
 
 # BIG-bench's own JsonTask code against `--scoring bigbench` on every local BIG-bench task (README: BIG-bench)
 bigbench-parity: install

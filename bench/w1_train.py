@@ -49,6 +49,10 @@ dropout. tunebench starts itself under jemalloc where the system has it (src/tun
 the peers run on the system's malloc, as TRL does (`allocator` in the JSON).
 
     python bench/w1_train.py [--workload w1|demo] [--quick] [--json out.json] [--peers trl_defaults trl_tuned] [--device cpu|cuda]
+                             [--model-size 135m|360m|1.7b]
+
+`--model-size 360m|1.7b` trains SmolLM2's configuration of that size with random weights (bench/_models.py),
+the same directory for every tool; the FLOPs are counted on its dimensions.
 
 Needs TRL (`pip install -e '.[bench]'`); it is not a dependency of tunebench itself.
 """
@@ -65,8 +69,9 @@ from pathlib import Path
 
 from _common import add_device_arg, gpu_peak_mb, pin_device, run_child  # noqa: E402  (bench/ is the script's directory)
 from _flops import Dims, lora_step_flops, nominal_peak  # noqa: E402
+from _models import add_size_arg, model_name, model_record  # noqa: E402
 
-MODEL = "smollm2-135m-instruct"
+MODEL = "smollm2-135m-instruct"  # --model-size 360m|1.7b: the built directory (bench/_models.py)
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
 BATCH, MAX_LEN, LR, SEED = 4, 512, 2e-4, 0
 SCHEDULE, WARMUP_RATIO = "linear", 0.0
@@ -265,7 +270,7 @@ def bf16_peak(threads: int, device: str = "cpu", seconds: float = 2.0) -> float:
 
 
 def model_dims() -> Dims:
-    """The default model's shapes, checked against its weight file (so the FLOPs count every matrix)."""
+    """The model's shapes (its config), checked against its weight file (so the FLOPs count every matrix)."""
     from safetensors import safe_open
     from transformers import AutoConfig
 
@@ -310,6 +315,7 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=1000, help="DialogSum training records to draw batches from")
     ap.add_argument("--threads", type=int, default=2)
     add_device_arg(ap)
+    add_size_arg(ap)
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--keep", help="keep the work directory here (default: a temporary one, removed)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -318,6 +324,8 @@ def main() -> int:
     use_workload(args.workload)
     if args.peers is None:
         args.peers = list(PEERS) + (list(CUDA_PEERS) if args.device == "cuda" else [])
+    global MODEL
+    MODEL = model_name(args.model_size)
     warmup = 2
     args.steps = args.steps or (16 if args.workload == "demo" else 30)
     steps = warmup + (6 if args.quick else args.steps)
@@ -335,6 +343,7 @@ def main() -> int:
     work = Path(args.keep or tempfile.mkdtemp(prefix="w1-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
+        print(f"model: {args.model_size} ({model_record(args.model_size)['path']})", flush=True)
         data, info = prepare(work, args.records, args.workload)
         sizes = [len(b) * max(b) for b in info["batch_lengths"]]
         longest = max(range(len(sizes)), key=sizes.__getitem__)
@@ -353,7 +362,7 @@ def main() -> int:
             out = work / f"{name}.json"
             rss = run_child([sys.executable, __file__, "--worker", name, "--work", str(work),
                               "--threads", str(args.threads), "--device", args.device] + (["--quick"] if args.quick else [])
-                             + ["--steps", str(args.steps), "--workload", args.workload])
+                             + ["--steps", str(args.steps), "--workload", args.workload, "--model-size", args.model_size])
             results[name] = {**json.loads(out.read_text()), "peak_rss_mb": rss}
         # measured again at the end: a peak taken while the machine was busy elsewhere would flatter MFU
         peak = max(peak, bf16_peak(args.threads, args.device))
@@ -419,6 +428,7 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "workload": "W1-demo" if args.workload == "demo" else "W1", "unit": "real tokens/s",
+            "model": model_record(args.model_size),
             "dropout_cost": dropout_cost, "tunebench": tb_rate, "peers": peers, "ratios": ratios,
             "extra": {"mfu_vs_measured_peak": tb["mfu_vs_measured_peak"], "mfu_vs_nominal_peak": tb["mfu_vs_nominal_peak"],
                       "measured_bf16_matmul_peak_flops": peak, "nominal_peak": nominal,

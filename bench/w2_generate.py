@@ -17,7 +17,13 @@ RSS. Each tool runs in a fresh process, so its peak RSS is its own. tunebench ru
 after the peers and its time is the mean of its two runs (the machine's speed drifts over the
 minutes the peers take).
 
-    python bench/w2_generate.py [--quick] [--json out.json] [--precision fp32|bf16] [--device cpu|cuda]
+    python bench/w2_generate.py [--quick] [--n 200] [--json out.json] [--precision fp32|bf16] [--device cpu|cuda]
+                                [--model-size 135m|360m|1.7b]
+
+`--model-size 360m|1.7b` generates with SmolLM2's configuration of that size and random weights
+(bench/_models.py), the same directory for every tool. Random weights do not stop at EOS: every
+dialogue runs to max_new_tokens in every tool, so the work stays equal; outputs are still compared
+(same weights, greedy).
 """
 from __future__ import annotations
 
@@ -31,8 +37,9 @@ import time
 from pathlib import Path
 
 from _common import add_device_arg, gpu_peak_mb, pin_device, run_child  # noqa: E402  (bench/ is the script's directory)
+from _models import add_size_arg, model_name, model_record  # noqa: E402
 
-MODEL = "smollm2-135m-instruct"
+MODEL = "smollm2-135m-instruct"  # --model-size 360m|1.7b: the built directory (bench/_models.py)
 MAX_NEW = 64
 PEERS = ("one_at_a_time", "pipeline")
 
@@ -105,10 +112,13 @@ def main() -> int:
     ap.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS)
     ap.add_argument("--threads", type=int, default=2)
     add_device_arg(ap)
+    add_size_arg(ap)
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global MODEL
+    MODEL = model_name(args.model_size)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     pin_device(args.device)
     if args.worker:
@@ -119,6 +129,7 @@ def main() -> int:
         return 0
 
     n = 40 if args.quick else args.n
+    print(f"model: {args.model_size} ({model_record(args.model_size)['path']})", flush=True)
     work = Path(tempfile.mkdtemp(prefix="w2-"))
     try:
         prompts = prepare(work, n)
@@ -128,7 +139,7 @@ def main() -> int:
         for name in ("tunebench", *args.peers, *(["tunebench"] if args.peers else [])):
             rss = run_child([sys.executable, __file__, "--worker", name, "--work", str(work), "--precision",
                               args.precision, "--batch-size", str(args.batch_size), "--threads", str(args.threads),
-                              "--device", args.device])
+                              "--device", args.device, "--model-size", args.model_size])
             r = {**json.loads((work / f"{name}.json").read_text()), "peak_rss_mb": rss}
             if name == "tunebench":
                 runs.append(r)
@@ -162,7 +173,8 @@ def main() -> int:
               + f" (mean used); outputs {'identical' if runs_agree else 'DIFFER'} between runs")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "workload": "W2", "unit": "dialogues/s", "tunebench": rate(tb), "peers": peers, "ratios": ratios,
+            "workload": "W2", "unit": "dialogues/s", "model": model_record(args.model_size),
+            "tunebench": rate(tb), "peers": peers, "ratios": ratios,
             "extra": {"identical_to_one_at_a_time": same, "generated_tokens_per_s":
                       {k: v["generated_tokens"] / v["seconds"] for k, v in res.items()},
                       "peak_rss_mb": {k: v["peak_rss_mb"] for k, v in res.items()},

@@ -14,7 +14,12 @@ the one `lm.loglikelihood` call that `evaluate` makes with every request. exampl
 ratio are over that window. Each tool's whole-process wall time (interpreter start-up, imports,
 model load, building, scoring, writing) is printed beside it and recorded in the JSON.
 
-    python bench/w3_score.py [--quick] [--json out.json] [--tasks mmlu/anatomy bigbench/emoji_movie]
+    python bench/w3_score.py [--quick] [--limit 200] [--json out.json] [--tasks mmlu/anatomy bigbench/emoji_movie]
+                             [--model-size 135m|360m|1.7b]
+
+`--model-size 360m|1.7b` scores with SmolLM2's configuration of that size and random weights
+(bench/_models.py), the same directory for both tools: accuracy is then chance, but both tools
+score the same weights, so choices and log-likelihoods are still compared.
 
 Needs lm-eval (`pip install -e '.[bench]'`); it is not a dependency of tunebench itself. Each tool
 scores in a process of its own, so each peak RSS is that tool's.
@@ -30,6 +35,9 @@ import time
 from pathlib import Path
 
 from _common import add_device_arg, gpu_peak_mb, pin_device, run_child  # noqa: E402  (bench/ is the script's directory)
+from _models import add_size_arg, model_name, model_record  # noqa: E402
+
+MODEL = "smollm2-135m-instruct"  # --model-size 360m|1.7b: the built directory (bench/_models.py)
 
 
 def lm_eval_task_yaml(name: str, data_file: Path) -> str:
@@ -58,7 +66,7 @@ def worker(name: str, tmp: Path, tasks: dict, batch_size: int, lm_eval_batch_siz
         examples = {t: [e for e in reg[t].load(0, 1234)][:n] for t, (_, n) in tasks.items()}
         phases["build_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        model, tok, _ = models.load("smollm2-135m-instruct", torch.float32)
+        model, tok, _ = models.load(MODEL, torch.float32)
         model.to(device)
         scorer = Scorer(model, Formatter.for_model(tok, False, "off", raw=True), batch_size=batch_size)
         phases["load_s"] = time.perf_counter() - t0
@@ -74,7 +82,7 @@ def worker(name: str, tmp: Path, tasks: dict, batch_size: int, lm_eval_batch_siz
         from lm_eval.tasks import TaskManager
 
         t0 = time.perf_counter()
-        lm = HFLM(pretrained=models.resolve("smollm2-135m-instruct").path, dtype="float32",
+        lm = HFLM(pretrained=models.resolve(MODEL).path, dtype="float32",
                   batch_size=lm_eval_batch_size, device=device)
         phases["load_s"] = time.perf_counter() - t0
         # lm-eval builds its tasks and requests inside simple_evaluate, then hands all requests of a
@@ -112,10 +120,13 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=8, help="tunebench: questions per forward")
     ap.add_argument("--lm-eval-batch-size", type=int, default=32, help="lm-eval: (question, choice) rows per forward")
     add_device_arg(ap)
+    add_size_arg(ap)
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global MODEL
+    MODEL = model_name(args.model_size)
     limit = 40 if args.quick else args.limit
     pin_device(args.device)
 
@@ -128,6 +139,7 @@ def main() -> int:
     from tunebench.benchmarks.tasks import registry
 
     reg = registry()
+    print(f"model: {args.model_size} ({model_record(args.model_size)['path']})", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="w3-"))
     tasks, examples = {}, {}
     for name in args.tasks:
@@ -144,7 +156,7 @@ def main() -> int:
             t0 = time.perf_counter()
             rss[tool] = run_child([sys.executable, __file__, "--worker", tool, "--work", str(tmp), "--batch-size",
                                    str(args.batch_size), "--lm-eval-batch-size", str(args.lm_eval_batch_size),
-                                   "--device", args.device])
+                                   "--device", args.device, "--model-size", args.model_size])
             process_s[tool] = time.perf_counter() - t0  # the whole worker process: start-up, imports, load, build, score
             res[tool] = json.loads((tmp / f"{tool}.json").read_text())
     finally:
@@ -177,7 +189,8 @@ def main() -> int:
     print(f"identical choices: {same_choice}/{total}")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "workload": "W3", "unit": "examples/s", "tunebench": tb_rate, "peers": {"lm_eval": le_rate},
+            "workload": "W3", "unit": "examples/s", "model": model_record(args.model_size),
+            "tunebench": tb_rate, "peers": {"lm_eval": le_rate},
             "ratios": {"lm_eval": tb_rate / le_rate},
             "extra": {"window": "scoring only (model loaded, examples built; tokenization and forwards): tunebench's "
                                 "Scorer.score calls, lm-eval's lm.loglikelihood call inside simple_evaluate",

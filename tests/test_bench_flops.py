@@ -42,6 +42,33 @@ def test_dims_from_a_llama_config():
     assert Dims.from_config(cfg) == SMOLLM2
 
 
+# the embedded SmolLM2-135M-Instruct's config.json as the tunebench cache holds it (converted from the GGUF)
+EMBEDDED_CONFIG = {"architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+                   "bos_token_id": 1, "dtype": "float32", "eos_token_id": 2, "head_dim": 64, "hidden_act": "silu",
+                   "hidden_size": 576, "initializer_range": 0.02, "intermediate_size": 1536,
+                   "max_position_embeddings": 8192, "mlp_bias": False, "model_type": "llama", "num_attention_heads": 9,
+                   "num_hidden_layers": 30, "num_key_value_heads": 3, "pad_token_id": 2, "pretraining_tp": 1,
+                   "rms_norm_eps": 9.999999747378752e-06, "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"},
+                   "tie_word_embeddings": True, "unk_token_id": 0, "use_cache": True, "vocab_size": 49152}
+
+
+def test_flops_follow_the_360m_config():
+    """--model-size 360m: the dimensions come from the built config, not from 135M's constants."""
+    from _models import config_dict
+    from transformers import AutoConfig
+
+    d = config_dict("360m", EMBEDDED_CONFIG)
+    dims = Dims.from_config(AutoConfig.for_model(d.pop("model_type"), **d))
+    assert dims == Dims(layers=32, hidden=960, heads=15, kv_heads=5, head_dim=64, intermediate=2560, vocab=49152)
+    # per layer: q 960x960, k and v 960x320, o 960x960, gate and up 960x2560, down 2560x960:
+    #   weights 921,600 x 2 + 307,200 x 2 + 2,457,600 x 3 = 9,830,400; d_in+d_out 1920x2 + 1280x2 + 3520x3 = 16,960
+    #   32 layers: 314,572,800 and 542,720; 4 x 314,572,800 + 6 x 16 x 542,720 = 1,310,392,320
+    #   less layer 0's q,k,v input gradients 2 x 1,536,000 + 2 x 16 x 960 x 3 = 3,164,160
+    assert lora_flops_per_token(dims, 16) == 1_307_228_160
+    # + head 4 x 960 x 49152 = 188,743,680 per loss position + attention 6 x 32 x 15 x 64 = 184,320 n(n+1)
+    assert lora_step_flops(dims, 16, [200], [40]) == 200 * 1_307_228_160 + 40 * 188_743_680 + 184_320 * 200 * 201
+
+
 CPU = {"model_name": "", "vendor": "", "family": "6", "model": "143", "flags": set()}
 
 
