@@ -215,7 +215,8 @@ def generate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
             journal.append([{"key": str(mine[j]), "prediction": o} for j, o in zip(idx, outs)])
 
         outs, stats = generate(model, fmt, [examples[i]["prompt"] for i in mine], cfg.batch_size, cfg.max_new_tokens,
-                               cfg.num_beams, desc=f"generate {Path(out).name}", progress=procs.main, on_batch=record)
+                               cfg.num_beams, desc=f"generate {Path(out).name}" + (f" [rank 0 of {procs.world}]" if procs.world > 1 else ""),
+                               progress=procs.main, on_batch=record)
         stats = _gathered(procs, journal, {str(i): {"prediction": o} for i, o in zip(mine, outs)}, stats)
         rows: list[Prediction] = []
         if procs.main:
