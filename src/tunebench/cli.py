@@ -224,17 +224,17 @@ def _dispatch(args) -> int | None:
         print(f"{args.out}: {s['counts']} from {s['source']}")
     elif args.command == "train":
         s = pipeline.train_stage(from_flags(ModelConfig, args), from_flags(TrainConfig, args), args.data, args.out, args.resume)
-        from .io.runs import is_main_process
-
-        if is_main_process():
+        if _main_process():
             skipped = f", {s['skipped_overlong']} training examples over --max-length skipped" if s.get("skipped_overlong") else ""
             print(f"{args.out}: {s['steps']} steps, final loss {s['final_loss']}, validation loss {s['final_val_loss']}{skipped}")
     elif args.command == "generate":
         r = pipeline.generate_stage(from_flags(ModelConfig, args), from_flags(GenerateConfig, args), args.data, args.out)
-        print(f"{args.out}/predictions.jsonl: {len(r['predictions'])} predictions")
+        if _main_process():
+            print(f"{args.out}/predictions.jsonl: {len(r['predictions'])} predictions")
     elif args.command == "evaluate":
         m = pipeline.evaluate_stage(from_flags(ModelConfig, args), from_flags(GenerateConfig, args), args.data, args.out)
-        print(" ".join(f"{k}={m[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")) + f" n={m['n']}")
+        if _main_process():
+            print(" ".join(f"{k}={m[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")) + f" n={m['n']}")
     elif args.command == "bench":
         _bench(args)
     elif args.command == "compare":
@@ -257,6 +257,13 @@ def _dispatch(args) -> int | None:
         for name in REGISTRY:
             print(name)
     return 0
+
+
+def _main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch (or the only process) says what a stage did."""
+    from .io.runs import is_main_process
+
+    return is_main_process()
 
 
 def _bench(args) -> None:
@@ -283,7 +290,8 @@ def _bench(args) -> None:
     cfg = from_flags(BenchConfig, args)
     tasks, suite_limit = resolve_tasks(cfg.task, cfg.suite)
     results = run_bench(from_flags(ModelConfig, args), cfg, tasks, args.out, cfg.limit or suite_limit)
-    print(f"{args.out}/results.json: {len(results['tasks'])} tasks, macro average {results['aggregates']['macro']:.4f}")
+    if _main_process():
+        print(f"{args.out}/results.json: {len(results['tasks'])} tasks, macro average {results['aggregates']['macro']:.4f}")
 
 
 def _compare(args) -> None:

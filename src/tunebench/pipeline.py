@@ -24,7 +24,8 @@ from .data.examples import SPLITS, load_prepared, prepare
 from .data.sources import Pool
 from .data.templates import PromptTask
 from .errors import UserError
-from .generation import generate
+from .generation import generate, merge_stats
+from .io import processes
 from .io.layout import (
     MANIFEST,
     METRICS_FILE,
@@ -35,7 +36,8 @@ from .io.layout import (
     stage_config,
 )
 from .io.locations import data_root
-from .io.runs import Journal, Stage, completed, read_json, write_json, write_jsonl
+from .io.processes import SharedJournal
+from .io.runs import Stage, completed, read_json, write_json, write_jsonl
 from .models.batching import Formatter
 from .reports import compare as compare_mod
 
@@ -184,40 +186,60 @@ def generate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
     """predictions.jsonl (id, prompt, prediction, references) for one split.
 
     Predictions are journaled as each batch finishes (predictions.partial.jsonl): a killed run
-    started again generates only what is missing.
+    started again generates only what is missing. Under torchrun / accelerate launch each process
+    generates its share of the examples (journaled in its own file) and rank 0 gathers them and
+    writes the files: the same predictions as one process.
     """
     examples = load_prepared(data_dir, cfg.split)
     if cfg.limit:
         examples = examples[: cfg.limit]
     if not examples:
         raise UserError(f"{data_dir}/{cfg.split}.jsonl: no examples to generate for")
-    device = models.default_device()
+    procs = processes.current()
+    device = procs.device(models.default_device())
     dtype = models.pick_dtype(cfg.precision, device)
     config = stage_config(data_dir, model=model_cfg, generate=cfg)
     with Stage(out, "generate", config) as st:
-        # batch size changes nothing but speed, so a resumed run may use another
+        # batch size (and the number of processes) changes nothing but speed, so a resumed run may use another
         header = {**config, "generate": cfg.model_dump(exclude={"batch_size"}), "ids": _digest([e["id"] for e in examples])}
         model, tok, resolved = models.load(model_cfg.model, dtype, model_cfg.trust_remote_code)
-        journal = Journal(Path(out) / PREDICTIONS_PARTIAL_FILE, header)
+        journal = SharedJournal(Path(out) / PREDICTIONS_PARTIAL_FILE, header, procs)
         if journal.note():
             print(f"[tunebench] {journal.note()}", flush=True)
         todo = [i for i in range(len(examples)) if str(i) not in journal.done]
+        mine = procs.share(todo, lambda i: len(examples[i]["prompt"]))
         model.to(device)
         fmt = Formatter.for_model(tok, model.config.is_encoder_decoder, model_cfg.chat_template)
 
         def record(idx: list[int], outs: list[str]) -> None:
-            journal.append([{"key": str(todo[j]), "prediction": o} for j, o in zip(idx, outs)])
+            journal.append([{"key": str(mine[j]), "prediction": o} for j, o in zip(idx, outs)])
 
-        _, stats = generate(model, fmt, [examples[i]["prompt"] for i in todo], cfg.batch_size, cfg.max_new_tokens,
-                            cfg.num_beams, desc=f"generate {Path(out).name}", on_batch=record)
-        rows: list[Prediction] = [{"id": e["id"], "prompt": e["prompt"], "prediction": journal.done[str(i)]["prediction"],
-                 "references": e.get("references") or [e["completion"]]} for i, e in enumerate(examples)]
-        write_jsonl(Path(out) / PREDICTIONS_FILE, rows)
-        journal.discard()
+        outs, stats = generate(model, fmt, [examples[i]["prompt"] for i in mine], cfg.batch_size, cfg.max_new_tokens,
+                               cfg.num_beams, desc=f"generate {Path(out).name}" + (f" [rank 0 of {procs.world}]" if procs.world > 1 else ""),
+                               progress=procs.main, on_batch=record)
+        stats = _gathered(procs, journal, {str(i): {"prediction": o} for i, o in zip(mine, outs)}, stats)
+        rows: list[Prediction] = []
+        if procs.main:
+            rows = [{"id": e["id"], "prompt": e["prompt"], "prediction": journal.done[str(i)]["prediction"],
+                     "references": e.get("references") or [e["completion"]]} for i, e in enumerate(examples)]
+            write_jsonl(Path(out) / PREDICTIONS_FILE, rows)
+            journal.discard()
         st.extra["efficiency"] = {**stats, **_cost(model, stats, st.peak), "precision": str(dtype).replace("torch.", ""),
-                                  "device": str(device), "resumed_examples": len(examples) - len(todo)}
+                                  "device": str(device), "resumed_examples": len(examples) - len(todo),
+                                  **({"processes": procs.world} if procs.world > 1 else {})}
         st.extra["model"] = {"name": model_cfg.model, "path": resolved.path, "adapter": resolved.adapter}
     return {"predictions": rows, "efficiency": st.extra["efficiency"]}
+
+
+def _gathered(procs: processes.Processes, journal: SharedJournal, mine: dict[str, dict], stats: dict) -> dict:
+    """Every process's new results into rank 0's journal view, and the efficiency figures of the
+    whole launch (counts summed, the slowest process's seconds): rank 0's, the only ones written."""
+    parts = procs.gather((mine, stats))
+    if parts is None:
+        return stats
+    for done, _ in parts:
+        journal.done.update(done)
+    return merge_stats([s for _, s in parts])
 
 
 def _digest(items: list) -> str:
@@ -256,6 +278,8 @@ def score_stage(out: Path | str, model_name: str, data: str, families: list[str]
 
 def evaluate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path | str, out: Path | str) -> dict:
     generate_stage(model_cfg, cfg, data_dir, out)
+    if not processes.current().main:  # predictions.jsonl is rank 0's to write and to score
+        return {}
     data = f"{Path(data_dir).resolve()}:{cfg.split}" + (f"[:{cfg.limit}]" if cfg.limit else "")
     return score_stage(out, model_cfg.model, data, cfg.metrics)
 
@@ -281,9 +305,12 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
     """prepare -> evaluate base -> train -> evaluate tuned -> compare [-> benchmark both -> forgetting].
 
     Stages already complete with the same settings are skipped, so an interrupted run continues.
+    Under torchrun / accelerate launch the model stages (evaluate, train, benchmark) are split over
+    the processes; rank 0 alone prepares, compares and reports, and decides what is skipped.
     """
     run = RecipeRun(Path(recipe.out))
     t0 = time.time()
+    procs = processes.current()
     stages = recipe_stages(recipe)
     data_dir, base_dir, train_dir, tuned_dir = (stages[k][0] for k in ("prepare", "base", "train", "tuned"))
     forgetting = recipe.forgetting if recipe.forgetting and recipe.forgetting.enabled else None
@@ -291,57 +318,83 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
     step = iter(range(1, total + 1))
 
     def say(msg):
-        print(f"[tunebench] {next(step)}/{total} {msg}", flush=True)
+        n = next(step)
+        if procs.main:
+            print(f"[tunebench] {n}/{total} {msg}", flush=True)
 
-    def skip(name):
+    def skip(name, also: Path | None = None):
         d, cfg = stages[name]
-        if not fresh and completed(d, cfg):
-            print(f"[tunebench]     {d}: already complete, skipped")
-            return True
-        return False
+        return procs.first(lambda: _skipped(d, cfg, fresh, also))
 
-    models.resolve(recipe.model.model)  # converts the registered default once, before the first stage
+    procs.first(lambda: models.resolve(recipe.model.model))  # converts the registered default once, before the first stage
     say(f"prepare{' mixture' if recipe.mixture else ''}"
         f"{', contamination check' if recipe.contamination.enabled else ''} -> {data_dir}")
     if not skip("prepare"):
-        s = prepare_stage(recipe.data, data_dir, recipe.mixture, recipe.contamination, evaluation_of(recipe))
-        print(f"[tunebench]     {s['counts']}")
-    elif (data_dir / "contamination.json").is_file():
+        procs.first(lambda: _prepare(recipe, data_dir))
+    elif procs.main and (data_dir / "contamination.json").is_file():
         from .data import contamination as contam
 
         print(f"[tunebench]     {contam.summary_line(read_json(data_dir / 'contamination.json'))}")
     say(f"evaluate base model -> {base_dir}")
-    if not (skip("base") and (base_dir / METRICS_FILE).is_file()):
+    if not skip("base", base_dir / METRICS_FILE):
         evaluate_stage(recipe.model, recipe.evaluate, data_dir, base_dir)
     say(f"train ({recipe.train.method}) -> {train_dir}")
     if not skip("train"):
         train_stage(recipe.model, recipe.train, data_dir, train_dir, resume=True)
     say(f"evaluate tuned model -> {tuned_dir}")
     tuned = tuned_model(recipe)
-    if not (skip("tuned") and (tuned_dir / METRICS_FILE).is_file()):
+    if not skip("tuned", tuned_dir / METRICS_FILE):
         evaluate_stage(tuned, recipe.evaluate, data_dir, tuned_dir)
     say(f"compare -> {run.file('compare.md')}")
-    c = compare_mod.compare(base_dir, tuned_dir, recipe.compare.examples)
-    compare_mod.write(c, run.root)
-    compare_mod.print_table(c)
-    result = {"compare": c}
+    result = {"compare": procs.first(lambda: _compare_evaluations(base_dir, tuned_dir, run.root, recipe.compare.examples))}
     if forgetting:
-        from .benchmarks.harness import run_bench
-        from .benchmarks.tasks import resolve_tasks
-        from .reports import forgetting as forgetting_mod
+        result["forgetting"] = _forgetting(recipe, forgetting, tuned, say)
+    if procs.main:
+        write_json(run.recipe, {"recipe": recipe.model_dump(), "wall_time_s": round(time.time() - t0, 1)})
+        from .reports.html import write as write_report
 
-        tasks, suite_limit = resolve_tasks(forgetting.task, forgetting.suite)
-        limit = forgetting.limit or suite_limit
-        say(f"benchmark base and tuned models ({len(tasks)} tasks) -> {run.base_bench}, {run.tuned_bench}")
-        run_bench(recipe.model, forgetting, tasks, run.base_bench, limit)
-        run_bench(tuned, forgetting, tasks, run.tuned_bench, limit)
-        say(f"forgetting report -> {run.file('forgetting.md')}")
+        print(f"[tunebench] report -> {write_report([run.root], run.report)}")
+    return result
+
+
+def _skipped(d: Path, cfg: dict, fresh: bool, also: Path | None) -> bool:
+    """A complete stage (and `also`, the file it ends with, there) is not run again."""
+    if not fresh and completed(d, cfg):
+        print(f"[tunebench]     {d}: already complete, skipped")
+        return also is None or also.is_file()
+    return False
+
+
+def _prepare(recipe: Recipe, data_dir: Path) -> None:
+    s = prepare_stage(recipe.data, data_dir, recipe.mixture, recipe.contamination, evaluation_of(recipe))
+    print(f"[tunebench]     {s['counts']}")
+
+
+def _compare_evaluations(base_dir: Path, tuned_dir: Path, root: Path, examples: int) -> dict:
+    c = compare_mod.compare(base_dir, tuned_dir, examples)
+    compare_mod.write(c, root)
+    compare_mod.print_table(c)
+    return c
+
+
+def _forgetting(recipe: Recipe, forgetting, tuned: ModelConfig, say) -> dict:
+    """Both models benchmarked (split over the processes), and the forgetting report (rank 0)."""
+    from .benchmarks.harness import run_bench
+    from .benchmarks.tasks import resolve_tasks
+    from .reports import forgetting as forgetting_mod
+
+    run = RecipeRun(Path(recipe.out))
+    tasks, suite_limit = resolve_tasks(forgetting.task, forgetting.suite)
+    limit = forgetting.limit or suite_limit
+    say(f"benchmark base and tuned models ({len(tasks)} tasks) -> {run.base_bench}, {run.tuned_bench}")
+    run_bench(recipe.model, forgetting, tasks, run.base_bench, limit)
+    run_bench(tuned, forgetting, tasks, run.tuned_bench, limit)
+    say(f"forgetting report -> {run.file('forgetting.md')}")
+
+    def report() -> dict:
         f = forgetting_mod.compare_bench(run.base_bench, run.tuned_bench)
         forgetting_mod.write(f, run.root)
         forgetting_mod.print_table(f)
-        result["forgetting"] = f
-    write_json(run.recipe, {"recipe": recipe.model_dump(), "wall_time_s": round(time.time() - t0, 1)})
-    from .reports.html import write as write_report
+        return f
 
-    print(f"[tunebench] report -> {write_report([run.root], run.report)}")
-    return result
+    return processes.current().first(report)

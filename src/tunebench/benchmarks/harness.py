@@ -15,8 +15,10 @@ from pathlib import Path
 
 from .. import models
 from ..errors import UserError
+from ..io import processes
 from ..io.layout import BENCH_EXAMPLES_FILE, RESULTS_FILE
-from ..io.runs import Journal, Stage, inside, read_json, write_json, write_jsonl
+from ..io.processes import SharedJournal
+from ..io.runs import Stage, inside, read_json, write_json, write_jsonl
 from ..metrics.choices import macro_f1, multiple_choice_metrics
 from ..metrics.generation import GEN_METRICS, generation_metrics
 from ..metrics.helm import (
@@ -66,10 +68,14 @@ DEFAULT_NEW_TOKENS = {"bigbench": MAX_LENGTH, "lm-eval": 32}
 
 
 def run_bench(model_cfg, cfg, tasks: list[BenchmarkTask], out: Path | str, limit: int | None) -> dict:
+    """Under torchrun / accelerate launch every process scores its share of each task's examples
+    (journaled in its own file); every process gets every score, and rank 0 writes the files."""
     out = Path(out)
-    device = models.default_device()
+    procs = processes.current()
+    device = procs.device(models.default_device())
     dtype = models.pick_dtype(cfg.precision, device)
     config = {"model": model_cfg.model_dump(), "bench": cfg.model_dump(), "tasks": [t.name for t in tasks], "limit": limit}
+    say = print if procs.main else (lambda *a, **k: None)
     with Stage(out, "bench", config) as st:
         model, tok, resolved = models.load(model_cfg.model, dtype, model_cfg.trust_remote_code)
         model.to(device)
@@ -88,20 +94,22 @@ def run_bench(model_cfg, cfg, tasks: list[BenchmarkTask], out: Path | str, limit
                 if (done["entry"]["format"] == fmt_info and done["entry"]["model"] == model_cfg.model
                         and done["entry"].get("metrics_requested") == sorted(cfg.metrics)):
                     entries.append(done)
-                    print(f"[bench] {i}/{len(tasks)} {task.name}: done earlier, kept")
+                    say(f"[bench] {i}/{len(tasks)} {task.name}: done earlier, kept")
                     continue
             # per-example results journaled as they come: a killed run recomputes only what is missing
-            journal = Journal(cache.with_suffix(".partial.jsonl"), {"task": task.name, "model": model_cfg.model_dump(),
-                                                                    "format": fmt_info, "metrics": sorted(cfg.metrics)})
+            journal = SharedJournal(cache.with_suffix(".partial.jsonl"), {"task": task.name, "model": model_cfg.model_dump(),
+                                                                          "format": fmt_info, "metrics": sorted(cfg.metrics)},
+                                    procs)
             if journal.note():
                 print(f"[bench] {journal.note()}", flush=True)
             entry, rows = run_task(task, scorer, model, fmt, cfg, limit, journal)
             entry.update(model=model_cfg.model, format=fmt_info)
-            write_json(cache, {"entry": entry, "examples": rows})
-            journal.discard()
+            if procs.main:
+                write_json(cache, {"entry": entry, "examples": rows})
+                journal.discard()
             entries.append({"entry": entry, "examples": rows})
-            print(f"[bench] {i}/{len(tasks)} {task.name}: {entry['primary_metric']}={entry['primary']:.3f} "
-                  f"(n={entry['n']}, {entry['seconds']:.0f}s)")
+            say(f"[bench] {i}/{len(tasks)} {task.name}: {entry['primary_metric']}={entry['primary']:.3f} "
+                f"(n={entry['n']}, {entry['seconds']:.0f}s)")
         conventions = sorted({e["entry"]["scoring"] for e in entries})
         results = {
             "model": model_cfg.model, "model_path": resolved.path, "adapter": resolved.adapter,
@@ -109,16 +117,18 @@ def run_bench(model_cfg, cfg, tasks: list[BenchmarkTask], out: Path | str, limit
             "scoring": {c: {"note": SCORING[c], "deviations": DEVIATIONS.get(c, [])} for c in conventions},
             "tasks": [e["entry"] for e in entries], "aggregates": aggregates([e["entry"] for e in entries]),
             "efficiency": {"seconds": round(time.time() - t0, 1),
-                           "examples": sum(e["entry"]["n"] for e in entries)},
+                           "examples": sum(e["entry"]["n"] for e in entries),
+                           **({"processes": procs.world} if procs.world > 1 else {})},
         }
-        write_json(out / RESULTS_FILE, results)
-        write_jsonl(out / BENCH_EXAMPLES_FILE, (r for e in entries for r in e["examples"]))
+        if procs.main:
+            write_json(out / RESULTS_FILE, results)
+            write_jsonl(out / BENCH_EXAMPLES_FILE, (r for e in entries for r in e["examples"]))
         st.extra["summary"] = {"tasks": len(entries), "macro": results["aggregates"]["macro"]}
     return results
 
 
 def run_task(task: BenchmarkTask, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None,
-             journal: Journal | None = None) -> tuple[dict, list[dict]]:
+             journal: SharedJournal | None = None) -> tuple[dict, list[dict]]:
     """One task's entry for results.json and its per-example rows."""
     peak = PeakMemory("task")  # resets the peak counters: the efficiency figures get this task's own peak
     part = _run_container(task, scorer, model, fmt, cfg, limit, journal) if task.subtasks else \
@@ -150,7 +160,7 @@ def run_task(task: BenchmarkTask, scorer: Scorer, model, fmt: Formatter, cfg, li
 
 
 def _run_container(task: BenchmarkTask, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None,
-                   journal: Journal | None) -> dict:
+                   journal: SharedJournal | None) -> dict:
     """A BIG-bench container: each subtask scored on its own (limit // subtasks examples), the
     scores averaged over subtasks (BIG-bench's add_aggregate_scores). Each example row carries a
     `weight` (1 / (subtasks x its subtask's examples)), so the weighted mean of the rows' `score`
@@ -201,7 +211,7 @@ def _run_container(task: BenchmarkTask, scorer: Scorer, model, fmt: Formatter, c
             **{k: sum(p[k] for _, p in parts) for k in ("seconds", "tokens", "sum_sq", "generated", "gen_seconds")}}
 
 
-def _run_leaf(task: BenchmarkTask, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None, journal: Journal | None,
+def _run_leaf(task: BenchmarkTask, scorer: Scorer, model, fmt: Formatter, cfg, limit: int | None, journal: SharedJournal | None,
               prefix: str = "") -> dict:
     """A task with examples: its scores, per-example rows, the (prediction, right?) outcomes for the
     robustness and fairness comparisons, and what the model ran (for the efficiency figures)."""
@@ -292,24 +302,30 @@ class _Pass:
 
     def _generate(self, examples: list[Example], tag: str, progress: bool, desc: str) -> tuple[list[str], dict]:
         """Greedy completions of the contexts; those already in the journal are not generated again."""
-        from ..generation import generate
+        from ..generation import generate, merge_stats
 
         spec = self.spec
         done = self.journal.done if self.journal is not None else {}
         todo = [i for i in range(len(examples)) if f"{tag}:{i}" not in done]
+        procs = processes.current()
+        mine = procs.share(todo, lambda i: len(examples[i].context))
 
         def record(idx: list[int], outs: list[str]) -> None:
             if self.journal is not None:
-                self.journal.append([{"key": f"{tag}:{todo[j]}", "text": o} for j, o in zip(idx, outs)])
+                self.journal.append([{"key": f"{tag}:{mine[j]}", "text": o} for j, o in zip(idx, outs)])
 
         kw = {} if spec is None else {"strip": False, "settled": lambda t: bbm.settled(t, spec.stop_string, spec.output_regex)}
         rows = max(self.cfg.batch_size, profile_for(self.model.device).generate_rows)  # decode steps cost ~the same for 8 or 64
-        outs, stats = generate(self.model, self.fmt, [examples[i].context for i in todo], rows,
+        outs, stats = generate(self.model, self.fmt, [examples[i].context for i in mine], rows,
                                self.cfg.max_new_tokens or DEFAULT_NEW_TOKENS[self.convention], on_batch=record,
-                               desc=desc, progress=progress, **kw)
-        if self.journal is None:
+                               desc=desc, progress=progress and procs.main, **kw)
+        new = dict(zip(mine, outs))
+        if procs.world > 1:  # every process needs every output: each computes the task's metrics
+            parts = procs.all_gather((new, stats))
+            new, stats = {i: o for part, _ in parts for i, o in part.items()}, merge_stats([s for _, s in parts])
+        elif self.journal is None:
             return outs, stats
-        return [self.journal.done[f"{tag}:{i}"]["text"] for i in range(len(examples))], stats
+        return [new[i] if i in new else done[f"{tag}:{i}"]["text"] for i in range(len(examples))], stats
 
     def target_scores(self, examples: list[Example]) -> list[list[float]]:
         """Absolute log-probabilities of each example's targets (BIG-bench's log_likelihood)."""

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import models
+from ..io import processes
 from ..models.batching import Formatter
 from .tasks import Example
 
@@ -91,12 +92,16 @@ class Scorer:
                 if row:
                     results[i] = [ChoiceScore(*c) for c in row["choices"]]
         todo = [i for i in range(len(examples)) if results[i] is None]
-        enc = {i: self.encode(examples[i].context, choices(examples[i]), convention) for i in todo}
+        procs = processes.current()
+        mine = procs.share(todo, lambda i: len(examples[i].context) + sum(len(c) for c in choices(examples[i])))
+        tokens0, sq0 = self.tokens, self.sum_sq_lengths
+        enc = {i: self.encode(examples[i].context, choices(examples[i]), convention) for i in mine}
         lengths = {i: len(c) + sum(len(x) for x in cs) for i, (c, cs) in enc.items()}
-        order = sorted(todo, key=lambda i: -lengths[i])  # longest first: memory errors show early
+        order = sorted(mine, key=lambda i: -lengths[i])  # longest first: memory errors show early
         self.model.eval()
-        with torch.inference_mode(), tqdm(total=len(examples), initial=len(examples) - len(todo), desc=desc, unit="ex",
-                                          dynamic_ncols=True, leave=False) as bar:
+        with torch.inference_mode(), tqdm(total=len(examples) - len(todo) + len(mine), initial=len(examples) - len(todo),
+                                          desc=desc, unit="ex", dynamic_ncols=True, leave=False,
+                                          disable=not procs.main) as bar:
             for k in range(0, len(order), self.batch_size):
                 idx = order[k:k + self.batch_size]
                 batch = [enc[i] for i in idx]
@@ -107,6 +112,15 @@ class Scorer:
                     journal.append([{"key": f"{tag}:{i}", "choices": [[c.logprob, c.tokens, c.chars] for c in results[i]]}
                                     for i in idx])
                 bar.update(len(idx))
+        if procs.world > 1:
+            # every process needs every score: each computes the task's metrics (rank 0 writes them)
+            parts = procs.all_gather(({i: [[c.logprob, c.tokens, c.chars] for c in results[i]] for i in mine},  # type: ignore[union-attr]
+                                      self.tokens - tokens0, self.sum_sq_lengths - sq0))
+            for part, _, _ in parts:
+                for i, cs in part.items():
+                    results[i] = [ChoiceScore(*c) for c in cs]
+            self.tokens = tokens0 + sum(p[1] for p in parts)
+            self.sum_sq_lengths = sq0 + sum(p[2] for p in parts)
         return results  # type: ignore[return-value]
 
     def _packed(self, batch) -> list[list[float]]:

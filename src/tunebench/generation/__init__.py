@@ -77,6 +77,21 @@ def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, ma
     return outputs, stats
 
 
+def merge_stats(parts: list[dict]) -> dict:
+    """`generate`'s efficiency figures for one piece of work split over processes (one part
+    each): counts summed, the slowest process's seconds (the wall time of the whole), rates over
+    the whole."""
+    if len(parts) == 1:
+        return parts[0]
+    total = {k: sum(p[k] for p in parts) for k in ("examples", "prompt_tokens", "generated_tokens", "sum_sq_lengths")}
+    seconds = max(p["seconds"] for p in parts)
+    return {"examples": total["examples"], "prompt_tokens": total["prompt_tokens"],
+            "generated_tokens": total["generated_tokens"], "seconds": seconds,
+            "examples_per_s": round(total["examples"] / max(seconds, 1e-9), 3),
+            "generated_tokens_per_s": round(total["generated_tokens"] / max(seconds, 1e-9), 1),
+            "sum_sq_lengths": total["sum_sq_lengths"]}
+
+
 # ---------------------------------------------------------------------------- greedy decoding
 
 # generation_config fields that make greedy decoding more than an argmax (generate() applies them)
