@@ -49,7 +49,7 @@ bench-sizes: install
 	$(PIP) install -q --disable-pip-version-check -e '.[bench]'
 	mkdir -p runs/bench-sizes
 	for s in 135m 360m; do \
-	  $(PY) bench/w1_train.py --model-size $$s --steps 8 --json runs/bench-sizes/w1-$$s.json || exit 1; \
+	  $(PY) bench/w1_train.py --model-size $$s --steps 12 --json runs/bench-sizes/w1-$$s.json || exit 1; \
 	  $(PY) bench/w2_generate.py --model-size $$s --n 24 --json runs/bench-sizes/w2-$$s.json || exit 1; \
 	  { $(PY) bench/w3_score.py --model-size $$s --limit 100 --json runs/bench-sizes/w3-$$s.json || \
 	    echo "W3 $$s: some choices differ between the tools (figures written all the same)"; }; \

@@ -67,7 +67,8 @@ def shard(loss_fn: nn.Module, device: torch.device, world: int) -> int:
     if os.environ.get("FSDP_OFFLOAD_PARAMS", "false").lower() == "true":
         kw["offload_policy"] = CPUOffloadPolicy()
     classes = _wrap_classes(loss_fn)
-    loss_fn.to(device)
+    # no loss_fn.to(device) first: fully_shard moves each unit's weights to the mesh's device and
+    # keeps only its shard there, so a GPU never holds more of the whole model than one layer
     units = [m for m in loss_fn.modules() if type(m).__name__ in classes]
     for m in units:
         fully_shard(m, **kw)
