@@ -43,34 +43,40 @@ def _same_adapter(a, b, atol=0.0):
         assert torch.allclose(wa[k], wb[k], atol=atol, rtol=0), k
 
 
-def test_kill_9_mid_run_then_resume_ends_like_an_uninterrupted_run(tiny_llama, prepared, tmp_path):
-    """A real SIGKILL at whatever moment the run is in: mid-step, mid-log-write or mid-checkpoint."""
-    steps = ["--max-steps", "120", "--save-every", "7", "--keep-checkpoints", "2"]
-    r = subprocess.run(_train_argv(tiny_llama, prepared, tmp_path / "whole", *steps), env=_env(),
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+def _kill_9_then_resume(argv, env, tmp_path, steps: int, save_every: int, kill_after: int) -> Path:
+    """An uninterrupted run (tmp_path/whole), and one SIGKILLed (with every process of its
+    session) once its checkpoint at `kill_after` steps is whole, then resumed (tmp_path/cut): the
+    two must end alike. `argv(out, *flags)` is the command line."""
+    flags = ["--max-steps", str(steps), "--save-every", str(save_every), "--keep-checkpoints", "2"]
+    r = subprocess.run(argv(tmp_path / "whole", *flags), env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
 
     cut = tmp_path / "cut"
-    p = subprocess.Popen(_train_argv(tiny_llama, prepared, cut, *steps), env=_env(),
+    p = subprocess.Popen(argv(cut, *flags), env=env, start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and not (cut / "checkpoints" / "step-000014" / "state.json").exists():
+    while time.time() < deadline and not (cut / "checkpoints" / f"step-{kill_after:06d}" / "state.json").exists():
         time.sleep(0.005)
-    os.kill(p.pid, signal.SIGKILL)
+    os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     assert p.returncode == -signal.SIGKILL
     assert not (cut / "tunebench_model.json").exists(), "the run finished before it could be killed"
-    killed_at = max(r["step"] for r in _log(cut))
-    assert 14 <= killed_at < 120
+    assert kill_after <= max(x["step"] for x in _log(cut)) < steps
 
-    r = subprocess.run(_train_argv(tiny_llama, prepared, cut, *steps, "--resume"), env=_env(),
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run(argv(cut, *flags, "--resume"), env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from" in r.stdout
     whole, resumed = _log(tmp_path / "whole"), _log(cut)
-    assert [x["step"] for x in resumed] == list(range(1, 121))
+    assert [x["step"] for x in resumed] == list(range(1, steps + 1))
     assert [x["loss"] for x in resumed] == pytest.approx([x["loss"] for x in whole], abs=1e-5)
     _same_adapter(tmp_path / "whole", cut, atol=1e-6)
+    return cut
+
+
+def test_kill_9_mid_run_then_resume_ends_like_an_uninterrupted_run(tiny_llama, prepared, tmp_path):
+    """A real SIGKILL at whatever moment the run is in: mid-step, mid-log-write or mid-checkpoint."""
+    cut = _kill_9_then_resume(lambda out, *flags: _train_argv(tiny_llama, prepared, out, *flags), _env(), tmp_path,
+                              steps=120, save_every=7, kill_after=14)
     state = json.loads((sorted((cut / "checkpoints").glob("step-*"))[-1] / "state.json").read_text())
     assert state["step"] == 120 and state["data_position"]["global_batch"] == 2
 
@@ -193,35 +199,17 @@ def test_fsdp2_two_processes_match_one_process_and_save_a_plain_model(method, ti
     assert torch.allclose(logits[0], logits[1], atol=1e-4), (logits[0] - logits[1]).abs().max()
     if method == "lora":
         _same_adapter(tmp_path / "one", tmp_path / "two", atol=1e-4)
+    else:
+        wa, wb = (load_file(tmp_path / run / "model" / "model.safetensors") for run in ("one", "two"))
+        assert set(wa) == set(wb) and all(torch.allclose(wa[k], wb[k], atol=1e-4, rtol=0) for k in wa)
 
 
 def test_fsdp2_kill_9_then_resume_ends_like_an_uninterrupted_run(tiny_llama, prepared, tmp_path):
     """SIGKILL to the launcher and both processes; the resumed run loads the shards, each process
     its own random state (LoRA dropout 0.1 draws on it), and ends where the whole run ends."""
-    steps = ["--max-steps", "60", "--save-every", "5", "--keep-checkpoints", "2"]
-    r = subprocess.run(_fsdp_argv(tiny_llama, prepared, tmp_path / "whole", *steps), env=_fsdp_env(),
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    cut = tmp_path / "cut"
-    p = subprocess.Popen(_fsdp_argv(tiny_llama, prepared, cut, *steps), env=_fsdp_env(), start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (cut / "checkpoints" / "step-000010" / "state.json").exists():
-        time.sleep(0.005)
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
-    assert not (cut / "tunebench_model.json").exists(), "the run finished before it could be killed"
-    assert 10 <= max(x["step"] for x in _log(cut)) < 60
-
-    r = subprocess.run(_fsdp_argv(tiny_llama, prepared, cut, *steps, "--resume"), env=_fsdp_env(),
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "resumed from" in r.stdout
-    whole, resumed = _log(tmp_path / "whole"), _log(cut)
-    assert [x["step"] for x in resumed] == list(range(1, 61))
-    assert [x["loss"] for x in resumed] == pytest.approx([x["loss"] for x in whole], abs=1e-5)
-    _same_adapter(tmp_path / "whole", cut, atol=1e-6)
-
+    cut = _kill_9_then_resume(lambda out, *flags: _fsdp_argv(tiny_llama, prepared, out, *flags), _fsdp_env(), tmp_path,
+                              steps=60, save_every=5, kill_after=10)
+    assert (cut / "checkpoints" / "step-000060" / "sharded" / ".metadata").is_file()
 
 
 def test_fsdp_layer_classes_named_by_the_launcher_must_be_in_the_model(tiny_llama, monkeypatch):
