@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tunebench-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser demo multitask bench bench-sizes bigbench-parity helm-parity test test-fast clean
+.PHONY: install browser demo multitask bench bench-sizes bench-gpu bigbench-parity helm-parity test test-fast clean
 
 install: $(STAMP)
 
@@ -55,6 +55,16 @@ bench-sizes: install
 	    echo "W3 $$s: some choices differ between the tools (figures written all the same)"; }; \
 	done
 	$(PY) bench/size_table.py runs/bench-sizes/*.json --out runs/bench-sizes/table.md
+
+# The GPU round of issue 19 (W1-W3 at 1.7b, padding-free TRL peer on CUDA): never run yet, no GPU
+# has been lent since it was written. Builds the 1.7b random-weight model once (~6.8 GB).
+bench-gpu: install
+	$(PIP) install -q --disable-pip-version-check -e '.[bench]'
+	mkdir -p runs/bench-gpu
+	$(PY) bench/w1_train.py --device cuda --model-size 1.7b --json runs/bench-gpu/w1-1.7b.json
+	$(PY) bench/w2_generate.py --device cuda --model-size 1.7b --json runs/bench-gpu/w2-1.7b.json
+	$(PY) bench/w3_score.py --device cuda --model-size 1.7b --json runs/bench-gpu/w3-1.7b.json
+	$(PY) bench/size_table.py runs/bench-gpu/*.json --out runs/bench-gpu/table.md
 
 # BIG-bench's own JsonTask code against `--scoring bigbench` on every local BIG-bench task (README: BIG-bench)
 bigbench-parity: install
