@@ -16,6 +16,7 @@ from .. import models
 from ..config import ModelConfig, TrainConfig
 from ..data.examples import load_prepared
 from ..errors import UserError
+from ..io import processes
 from ..io.memory import release_free_memory, rss_mb
 from ..models import kernels
 from ..models.batching import (
@@ -119,8 +120,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
 
     # weights + two AdamW moments, in fp32: refuse now rather than fail at the first save
     ckpt_bytes = 3 * 4 * s.n_trainable
-    if s.main:
-        check_free_space(out, ckpt_bytes)
+    # rank 0 looks, and a refusal ends every process (the others would wait at the first barrier)
+    processes.current().first(lambda: check_free_space(out, ckpt_bytes))
     trackers = Trackers(cfg.report_to, out, cfg.model_dump(), enabled=s.main)
     t_start, tokens_seen, heap = time.time(), 0, HeapWatch()
     bar = tqdm(total=s.total_steps, initial=step, desc="train", unit="step", disable=not s.main, dynamic_ncols=True)
@@ -142,8 +143,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, out: P
         if s.main:
             write_log(out, log)
         if step % cfg.save_every == 0 or step == s.total_steps:
-            if s.main:
-                check_free_space(out, ckpt_bytes)
+            processes.current().first(lambda: check_free_space(out, ckpt_bytes))
             # every process takes part: each writes its random state, and under FSDP its shards
             save_checkpoint(out, step, s.loss_fn, s.optimizer, s.scheduler,
                             checkpoint_state(step, s.steps_per_epoch, best_val, cfg, s.global_batch,
