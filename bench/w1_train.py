@@ -69,7 +69,7 @@ from pathlib import Path
 
 from _common import add_device_arg, gpu_peak_mb, pin_device, run_child  # noqa: E402  (bench/ is the script's directory)
 from _flops import Dims, lora_step_flops, nominal_peak  # noqa: E402
-from _models import add_size_arg, model_name, model_record  # noqa: E402
+from _models import add_size_arg, model_name, model_path, model_record  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"  # --model-size 360m|1.7b: the built directory (bench/_models.py)
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
@@ -79,6 +79,10 @@ PEERS = ("trl_defaults", "trl_tuned")
 # on a GPU only (`--device cuda`): TRL's padding-free mode (trl_tuned's settings, each batch flattened into one
 # row; flash-attn's varlen kernel when installed, else SDPA under transformers' block-diagonal mask)
 CUDA_PEERS = ("trl_padding_free",)
+# trl_tuned beyond SFTConfig's defaults: frozen base weights in bf16, as tunebench holds them for LoRA
+# (TRL loads fp32 unless told), no checkpointing, tunebench's length-grouped order through a sequential sampler
+TRL_TUNED = {"model_init_kwargs": {"dtype": "bfloat16"}, "gradient_checkpointing": False, "bf16": True,
+             "train_sampling_strategy": "sequential"}
 DEMO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "dialogsum-lora.yaml"
 
 
@@ -156,14 +160,8 @@ def trl_worker(name: str, data: Path, steps: int, result: Path, device: str) -> 
                   max_length=MAX_LEN, learning_rate=LR, lr_scheduler_type=SCHEDULE, warmup_steps=round(WARMUP_RATIO * steps),
                   max_steps=steps, seed=SEED, data_seed=SEED, logging_steps=1, save_strategy="no",
                   report_to=[], completion_only_loss=True, dataloader_num_workers=0)
-    if name == "trl_defaults":
-        cfg = SFTConfig(**common)
-    elif name == "trl_padding_free":
-        cfg = trl_padding_free_config(SFTConfig, common)
-    else:
-        # frozen base weights in bf16, as tunebench holds them for LoRA (TRL loads fp32 unless told)
-        cfg = SFTConfig(**common, model_init_kwargs={"dtype": "bfloat16"}, gradient_checkpointing=False, bf16=True,
-                        train_sampling_strategy="sequential")
+    tuned = {"trl_defaults": {}, "trl_tuned": TRL_TUNED, "trl_padding_free": trl_padding_free_settings()}[name]
+    cfg = SFTConfig(**common, **tuned)
     peft_cfg = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                           target_modules="all-linear", task_type="CAUSAL_LM")
     set_seed(SEED)  # the LoRA A matrices are drawn before Trainer seeds anything
@@ -185,16 +183,15 @@ def trl_worker(name: str, data: Path, steps: int, result: Path, device: str) -> 
                                   "dtypes": dtypes}))
 
 
-def trl_padding_free_config(SFTConfig, common: dict):
+def trl_padding_free_settings() -> dict:
     """trl_tuned's settings with TRL's padding-free mode: each batch one row, positions restarting per
     sequence (TRL's collator), flash-attn's varlen kernel where it is installed."""
     import importlib.util
 
-    init = {"dtype": "bfloat16"}
+    init = dict(TRL_TUNED["model_init_kwargs"])
     if importlib.util.find_spec("flash_attn") is not None:
         init["attn_implementation"] = "flash_attention_2"
-    return SFTConfig(**common, model_init_kwargs=init, gradient_checkpointing=False, bf16=True,
-                     train_sampling_strategy="sequential", padding_free=True)
+    return {**TRL_TUNED, "model_init_kwargs": init, "padding_free": True}
 
 
 def counting_packed(collator, tokens: list, lengths: list, loss_positions: list):
@@ -343,7 +340,7 @@ def main() -> int:
     work = Path(args.keep or tempfile.mkdtemp(prefix="w1-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        print(f"model: {args.model_size} ({model_record(args.model_size)['path']})", flush=True)
+        print(f"model: {args.model_size} ({model_path(args.model_size)})", flush=True)
         data, info = prepare(work, args.records, args.workload)
         sizes = [len(b) * max(b) for b in info["batch_lengths"]]
         longest = max(range(len(sizes)), key=sizes.__getitem__)

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from _common import add_device_arg, gpu_peak_mb, pin_device, run_child  # noqa: E402  (bench/ is the script's directory)
-from _models import add_size_arg, model_name, model_record  # noqa: E402
+from _models import add_size_arg, model_name, model_path, model_record  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"  # --model-size 360m|1.7b: the built directory (bench/_models.py)
 MAX_NEW = 64
@@ -129,7 +129,7 @@ def main() -> int:
         return 0
 
     n = 40 if args.quick else args.n
-    print(f"model: {args.model_size} ({model_record(args.model_size)['path']})", flush=True)
+    print(f"model: {args.model_size} ({model_path(args.model_size)})", flush=True)
     work = Path(tempfile.mkdtemp(prefix="w2-"))
     try:
         prompts = prepare(work, n)

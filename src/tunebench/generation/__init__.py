@@ -70,11 +70,7 @@ def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, ma
             if on_batch:
                 on_batch(idx, [outputs[i] for i in idx])
             bar.update(len(idx))
-    seconds = time.time() - t0
-    stats = {"examples": len(prompts), "prompt_tokens": prompt_tokens, "generated_tokens": new_tokens,
-             "seconds": round(seconds, 2), "examples_per_s": round(len(prompts) / max(seconds, 1e-9), 3),
-             "generated_tokens_per_s": round(new_tokens / max(seconds, 1e-9), 1), "sum_sq_lengths": sum_sq}
-    return outputs, stats
+    return outputs, _efficiency(len(prompts), prompt_tokens, new_tokens, time.time() - t0, sum_sq)
 
 
 def merge_stats(parts: list[dict]) -> dict:
@@ -84,12 +80,13 @@ def merge_stats(parts: list[dict]) -> dict:
     if len(parts) == 1:
         return parts[0]
     total = {k: sum(p[k] for p in parts) for k in ("examples", "prompt_tokens", "generated_tokens", "sum_sq_lengths")}
-    seconds = max(p["seconds"] for p in parts)
-    return {"examples": total["examples"], "prompt_tokens": total["prompt_tokens"],
-            "generated_tokens": total["generated_tokens"], "seconds": seconds,
-            "examples_per_s": round(total["examples"] / max(seconds, 1e-9), 3),
-            "generated_tokens_per_s": round(total["generated_tokens"] / max(seconds, 1e-9), 1),
-            "sum_sq_lengths": total["sum_sq_lengths"]}
+    return _efficiency(**total, seconds=max(p["seconds"] for p in parts))
+
+
+def _efficiency(examples: int, prompt_tokens: int, generated_tokens: int, seconds: float, sum_sq_lengths: int) -> dict:
+    return {"examples": examples, "prompt_tokens": prompt_tokens, "generated_tokens": generated_tokens,
+            "seconds": round(seconds, 2), "examples_per_s": round(examples / max(seconds, 1e-9), 3),
+            "generated_tokens_per_s": round(generated_tokens / max(seconds, 1e-9), 1), "sum_sq_lengths": sum_sq_lengths}
 
 
 # ---------------------------------------------------------------------------- greedy decoding

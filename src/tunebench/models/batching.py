@@ -113,6 +113,9 @@ def collate(encoded: list[dict], pad_id: int, seq2seq: bool) -> dict[str, torch.
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+PADDING_FREE_SEQ2SEQ = "train.padding_free: decoder-only models only (T5/BART train on padded batches)"
+
+
 def pack(encoded: list[dict], pad_id: int, seq2seq: bool) -> dict[str, torch.Tensor]:
     """A micro-batch without padding: its sequences concatenated into one row (batch dimension 1).
 
@@ -126,7 +129,7 @@ def pack(encoded: list[dict], pad_id: int, seq2seq: bool) -> dict[str, torch.Ten
     would turn off the packed-sequence detection).
     """
     if seq2seq:
-        raise UserError("train.padding_free: decoder-only models only (T5/BART train on padded batches)")
+        raise UserError(PADDING_FREE_SEQ2SEQ)
     del pad_id  # no padding: the signature is collate's, so either can batch a step
     ids = torch.tensor([t for e in encoded for t in e["input_ids"]], dtype=torch.long)[None]
     labels = torch.tensor([t for e in encoded for t in [IGNORE] + e["labels"][1:]], dtype=torch.long)[None]

@@ -12,26 +12,14 @@ from torch import nn
 from .. import models
 from ..config import ModelConfig, TrainConfig
 from ..errors import UserError
+from ..io import processes
 from ..io.layout import checkpoint_dir, checkpoints
 from ..io.runs import atomic_write_text, write_json
 from . import sharding
 from .model import quiet_peft_deprecation, unwrap, unwrap_trainable
-
-SHARDED = "sharded"  # a checkpoint's torch.distributed.checkpoint folder under FSDP
 from .trackers import read_log
 
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+SHARDED = "sharded"  # a checkpoint's torch.distributed.checkpoint folder under FSDP
 
 
 def _rng_file(rank: int) -> str:
@@ -45,13 +33,14 @@ def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler
     (torch.distributed.checkpoint); the first process writes the rest and renames."""
     from safetensors.torch import save_file
 
-    rank = _rank()
+    procs = processes.current()
+    rank = procs.rank
     final = checkpoint_dir(out, step)
     tmp = final.with_name(final.name + ".tmp")
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    _barrier()
+    procs.barrier()
     if sharding.is_sharded(model):
         sharding.save(tmp / SHARDED, model, optimizer)
     elif rank == 0:
@@ -62,7 +51,7 @@ def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, tmp / _rng_file(rank))
-    _barrier()
+    procs.barrier()
     if rank == 0:
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / "state.json").write_text(json.dumps(state, indent=2))  # written last: marks the checkpoint whole
@@ -111,7 +100,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> dict:
                 params[n].copy_(t)
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    own = path / _rng_file(_rank())
+    own = path / _rng_file(processes.current().rank)
     rng = torch.load(own if own.is_file() else path / "rng.pt", weights_only=True)
     torch.set_rng_state(rng["torch"])
     random.setstate(_as_tuple(rng["python"]))

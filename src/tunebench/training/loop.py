@@ -20,6 +20,7 @@ from ..io import processes
 from ..io.memory import release_free_memory, rss_mb
 from ..models import kernels
 from ..models.batching import (
+    PADDING_FREE_SEQ2SEQ,
     Formatter,
     collate,
     encode_all,
@@ -170,7 +171,7 @@ def prepare_data(accelerator, model_cfg: ModelConfig, cfg: TrainConfig, data_dir
     if seq2seq and dtype == torch.float16:
         raise UserError("T5/BART train in fp32 or bf16 only (fp16 overflows to NaN)")
     if seq2seq and cfg.padding_free:
-        raise UserError("train.padding_free: decoder-only models only (T5/BART train on padded batches)")
+        raise UserError(PADDING_FREE_SEQ2SEQ)  # before the model loads, not at the first batch
     train_enc, skipped = encode_all(fmt, train_ex, cfg.max_length, cfg.overlong, f"{data_dir}/train.jsonl")
     val_enc, val_skipped = encode_all(fmt, val_ex, cfg.max_length, "skip", f"{data_dir}/validation.jsonl") if val_ex else ([], 0)
     lengths = [len(e["input_ids"]) for e in train_enc]
