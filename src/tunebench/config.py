@@ -40,6 +40,11 @@ class ModelConfig(Section):
     trust_remote_code: bool = Field(False, description="allow a Hub model's own Python code to run")
 
 
+# A field added after runs were recorded: left out of a stage's recorded settings while at its
+# default (io.layout.stage_config), so stages finished before it existed are not redone.
+ADDED = {"recorded_when_set": True}
+
+
 class DataConfig(Section):
     """Where records come from and how they become prompts (the `prepare` stage)."""
 
@@ -59,11 +64,15 @@ class DataConfig(Section):
     validation_limit: Optional[int] = Field(None, gt=0, description="first N of the (shuffled) validation split")
     test_limit: Optional[int] = Field(None, gt=0, description="first N of the test split, in file order")
     seed: int = Field(0, description="split, subset and template-choice seed")
-
-
-# A field added after runs were recorded: left out of a stage's recorded settings while at its
-# default (io.layout.stage_config), so stages finished before it existed are not redone.
-ADDED = {"recorded_when_set": True}
+    format: Literal["auto", "task", "messages", "sharegpt", "alpaca"] = Field(
+        "auto", description="task: rendered through the task's templates; messages (OpenAI), sharegpt, alpaca: chat "
+        "records, trained on every assistant turn; auto: a chat format when the records have its fields",
+        json_schema_extra=ADDED)
+    dataset_config: Optional[str] = Field(None, description="a Hub dataset's configuration (subset) name",
+                                          json_schema_extra=ADDED)
+    dataset_split: Optional[str] = Field(
+        None, description="take only this split of a Hub or save_to_disk dataset, and carve validation and test out of "
+        "it with the fractions (default: every official split kept)", json_schema_extra=ADDED)
 
 
 class TrainConfig(Section):

@@ -33,12 +33,13 @@ from .io.layout import (
     PREDICTIONS_PARTIAL_FILE,
     Prediction,
     RecipeRun,
+    recorded,
     stage_config,
 )
 from .io.locations import data_root
 from .io.processes import SharedJournal
 from .io.runs import Stage, completed, read_json, write_json, write_jsonl
-from .models.batching import Formatter
+from .models.batching import Formatter, prompt_of
 from .reports import compare as compare_mod
 
 
@@ -157,8 +158,8 @@ def prepare_config(cfg: DataConfig, mixture=None, contamination=None, evaluation
     """The settings a prepared directory depends on (a plain data section stays as it was: old runs resume)."""
     checking = contamination is not None and contamination.enabled and evaluation is not None
     if mixture is None and not checking:
-        return cfg.model_dump()
-    return {"data": cfg.model_dump(), "mixture": mixture.model_dump() if mixture else None,
+        return recorded(cfg)
+    return {"data": recorded(cfg), "mixture": mixture.model_dump() if mixture else None,
             "contamination": contamination.model_dump() if checking else None, "evaluation": evaluation if checking else None}
 
 
@@ -214,7 +215,7 @@ def generate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
         def record(idx: list[int], outs: list[str]) -> None:
             journal.append([{"key": str(mine[j]), "prediction": o} for j, o in zip(idx, outs)])
 
-        outs, stats = generate(model, fmt, [examples[i]["prompt"] for i in mine], cfg.batch_size, cfg.max_new_tokens,
+        outs, stats = generate(model, fmt, [prompt_of(examples[i]) for i in mine], cfg.batch_size, cfg.max_new_tokens,
                                cfg.num_beams, desc=f"generate {Path(out).name}" + (f" [rank 0 of {procs.world}]" if procs.world > 1 else ""),
                                progress=procs.main, on_batch=record)
         stats = _gathered(procs, journal, {str(i): {"prediction": o} for i, o in zip(mine, outs)}, stats)

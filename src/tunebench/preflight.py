@@ -109,38 +109,35 @@ def writable(out: Path) -> None:
 
 
 def _check_data(recipe: Recipe, problems: _Problems) -> dict | None:
-    """The task and templates exist, the data is there, and the first record of each split has the
-    task's fields. Returns the split sizes the run will use."""
-    from .data.examples import dataset_location, load_splits, normalise, split_records
-    from .data.templates import get_task
+    """The data is there, and the first record of each split has the fields its format needs (a
+    task's, with its templates; or a chat format's turns). Returns the split sizes the run will use."""
+    from .data.examples import chat_format, dataset_location, load_splits, split_records
 
     cfg = recipe.data
-    task = problems.attempt(("data", "task"), lambda: get_task(cfg.task))
-    if task is None:
-        return None
-    if cfg.templates != "all":
-        for i, name in enumerate(cfg.templates):
-            problems.attempt(("data", "templates", i), lambda: task.template(name))
-    if cfg.eval_template:
-        problems.attempt(("data", "eval_template"), lambda: task.template(cfg.eval_template))
     key = ("data", "path" if cfg.path else "dataset")
     try:
         where = dataset_location(cfg)
     except UserError as e:
         problems.add(key, str(e), once=True)
-        return None
-    if where is None:
-        return {"hub": cfg.dataset}
+        where = ""
+    if not where:  # no records to read here (a Hub id is read when the run starts): check the task alone
+        if cfg.format in ("auto", "task"):
+            _check_task(cfg, problems, [], key)
+        return {"hub": cfg.dataset} if where is None else None
     raw = problems.attempt(key, lambda: load_splits(cfg)[0])
     if raw is None:
         return None
     firsts = [records[0] for records in raw.values() if records]
-    unmapped = [(var, col, f) for var, col in cfg.fields.items() for f in firsts if col not in f.fields]
-    for var, col, first in unmapped[:1]:  # the recipe's mapping is wrong, not the data
-        problems.add(("data", "fields", var), f"{first.source}: no column '{col}' (mapped to '{var}')")
-    for first in firsts if not unmapped else []:  # one line for the data, not one per split file
-        if problems.attempt(key, lambda: normalise(first, task, cfg, need_target=True)) is None:
-            break
+    fmt = problems.attempt(key, lambda: chat_format(cfg, raw))
+    if fmt:
+        from .data import chat
+        from .data.examples import renamed
+
+        for first in firsts:
+            if problems.attempt(key, lambda: chat.example(renamed([first], cfg)[0], fmt, "")) is None:
+                break
+    else:
+        _check_task(cfg, problems, firsts, key)
     missing_id = [f for f in firsts if cfg.id_field and cfg.id_field not in f.fields]
     if missing_id:
         problems.add(("data", "id_field"), f"{missing_id[0].source}: field '{cfg.id_field}' is missing")
@@ -152,6 +149,27 @@ def _check_data(recipe: Recipe, problems: _Problems) -> dict | None:
     if not counts.get(recipe.evaluate.split):
         problems.add(("evaluate", "split"), f"{where}: no '{recipe.evaluate.split}' records to evaluate on")
     return {"where": str(where), "counts": counts, "available": available}
+
+
+def _check_task(cfg, problems: _Problems, firsts: list, key: tuple) -> None:
+    """The task and its templates exist, and each split's first record has the task's fields."""
+    from .data.examples import normalise
+    from .data.templates import get_task
+
+    task = problems.attempt(("data", "task"), lambda: get_task(cfg.task))
+    if task is None:
+        return
+    if cfg.templates != "all":
+        for i, name in enumerate(cfg.templates):
+            problems.attempt(("data", "templates", i), lambda: task.template(name))
+    if cfg.eval_template:
+        problems.attempt(("data", "eval_template"), lambda: task.template(cfg.eval_template))
+    unmapped = [(var, col, f) for var, col in cfg.fields.items() for f in firsts if col not in f.fields]
+    for var, col, first in unmapped[:1]:  # the recipe's mapping is wrong, not the data
+        problems.add(("data", "fields", var), f"{first.source}: no column '{col}' (mapped to '{var}')")
+    for first in firsts if not unmapped else []:  # one line for the data, not one per split file
+        if problems.attempt(key, lambda: normalise(first, task, cfg, need_target=True)) is None:
+            break
 
 
 def _check_mixture(recipe: Recipe, problems: _Problems) -> None:

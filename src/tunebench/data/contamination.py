@@ -103,6 +103,8 @@ class EvalIndex:
 
 
 def training_texts(row: dict) -> list[str]:
+    if "messages" in row:  # a chat example: every turn, not only the last exchange
+        return [t["content"] for t in row["messages"]]
     return [row["prompt"], row["completion"]]
 
 

@@ -15,6 +15,7 @@ from ..errors import UserError
 from ..io.files import Record, read_records
 from ..io.layout import Example
 from ..io.locations import data_root, find, hub_offline, is_hub_id
+from . import chat
 from .templates import PromptTask, get_task, template_variables
 
 SPLITS = ("train", "validation", "test")
@@ -48,14 +49,25 @@ def find_split_files(directory: Path) -> dict[str, Path]:
 
 
 def load_splits(cfg: DataConfig) -> tuple[dict[str, list[Record]], str]:
-    """Records per official split (missing splits are absent) and a description of the source."""
+    """Records per official split (missing splits are absent; "all" when there are none to keep)
+    and a description of the source."""
     where = dataset_location(cfg)
     if where is None:
-        return _hub_dataset(cfg.dataset)
+        return _hub_dataset(cfg), f"hub:{cfg.dataset}"
+    if where.is_dir() and is_saved_dataset(where):
+        return _saved_dataset(where, cfg.dataset_split), str(where)
+    if cfg.dataset_split:
+        raise UserError(f"{where}: data.dataset_split names a split of a Hub or save_to_disk dataset; "
+                        "this is a file or a folder of split files")
     if where.is_dir():
         files = find_split_files(where)
         return {s: read_records(p) for s, p in files.items()}, str(where)
     return {"all": read_records(where)}, str(where)
+
+
+def is_saved_dataset(directory: Path) -> bool:
+    """A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
+    return (directory / "dataset_dict.json").is_file() or (directory / "state.json").is_file()
 
 
 def dataset_location(cfg: DataConfig) -> Path | None:
@@ -77,24 +89,56 @@ def dataset_location(cfg: DataConfig) -> Path | None:
     raise UserError(f"{where}: no such file or directory")
 
 
-def _hub_dataset(name: str):
-    """A dataset the user named by its Hub id: downloaded by `datasets`, its splits kept."""
+def _saved_dataset(directory: Path, split: str | None) -> dict[str, list[Record]]:
+    from datasets import load_from_disk
+
+    try:
+        ds = load_from_disk(str(directory))
+    except Exception as e:  # datasets raises several types for a folder it cannot read
+        raise UserError(f"{directory}: not a readable save_to_disk dataset ({_first_line(e)})") from None
+    return _hf_splits(ds, str(directory), split)
+
+
+def _hub_dataset(cfg: DataConfig) -> dict[str, list[Record]]:
+    """A dataset the user named by its Hub id (and configuration): downloaded by `datasets`."""
+    name = cfg.dataset
     if hub_offline():
         raise UserError(f"{name}: a Hub dataset id, but HF_HUB_OFFLINE is set (download it first, or give a local path)")
     try:
         from datasets import load_dataset
 
-        ds = load_dataset(name)
+        ds = load_dataset(name, cfg.dataset_config)
     except Exception as e:  # datasets raises many types for a missing or unreachable repository
-        raise UserError(f"{name}: the Hub dataset could not be loaded ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise UserError(f"{name}: the Hub dataset could not be loaded ({_first_line(e)})") from None
+    return _hf_splits(ds, f"hub:{name}", cfg.dataset_split)
+
+
+def _hf_splits(ds, label: str, split: str | None) -> dict[str, list[Record]]:
+    """A `datasets` Dataset or DatasetDict as records: official splits kept under tunebench's names,
+    or the one split asked for (or a lone Dataset) as all the data."""
+    if not hasattr(ds, "keys"):
+        return {"all": _hf_records(ds, label)}
+    if split:
+        if split not in ds:
+            raise UserError(f"{label}: no split '{split}' (data.dataset_split; it has {', '.join(ds)})")
+        return {"all": _hf_records(ds[split], f"{label}[{split}]")}
     out = {}
-    for split in ds:
-        ours = _SPLIT_ALIASES.get(split.lower())
+    for name in ds:
+        ours = _SPLIT_ALIASES.get(name.lower())
         if ours:
-            out[ours] = [Record(dict(r), f"hub:{name}/{split}:{i}") for i, r in enumerate(ds[split], 1)]
+            out[ours] = _hf_records(ds[name], f"{label}[{name}]")
     if not out:
-        raise UserError(f"{name}: the Hub dataset has no train/validation/test split (it has {', '.join(ds)})")
-    return out, f"hub:{name}"
+        raise UserError(f"{label}: the dataset has no train/validation/test split (it has {', '.join(ds)}; "
+                        "name one with data.dataset_split)")
+    return out
+
+
+def _hf_records(ds, label: str) -> list[Record]:
+    return [Record(dict(r), f"{label}:{i}") for i, r in enumerate(ds, 1)]
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 # ---------------------------------------------------------------------------- validation
@@ -177,50 +221,99 @@ def prepare(cfg: DataConfig, only: tuple[str, ...] = SPLITS) -> tuple[dict[str, 
 
     `only` renders just those splits (a mixture takes its training set elsewhere); the others are empty.
     """
-    task = get_task(cfg.task)
     raw, source = load_splits(cfg)
     splits = split_records(raw, cfg)
-    pool = task.forward if cfg.templates == "all" else [task.template(n) for n in cfg.templates]
-    if not pool:
-        raise UserError(f"task '{task.name}': no templates selected")
-    eval_template = task.template(cfg.eval_template) if cfg.eval_template else pool[0]
+    fmt = chat_format(cfg, raw)
     examples: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    seen_ids: dict[str, str] = {}
-    for split in only:
-        recs = splits.get(split, [])
-        if split == "train":
-            chosen = task.choose(cfg.templates, cfg.template_choice, cfg.seed, len(recs))
-        else:
-            chosen = [eval_template] * len(recs)
-        rows = []
-        for rec, tmpl in zip(recs, chosen):
-            f = normalise(rec, task, cfg, need_target=True)
-            rid = str(f.get(cfg.id_field)) if cfg.id_field else _default_id(f, rec)
-            if cfg.id_field and cfg.id_field not in f:
-                raise UserError(f"{rec.source}: field '{cfg.id_field}' is missing (data.id_field)")
-            if rid in seen_ids:
-                raise UserError(f"{rec.source}: duplicate id '{rid}' (first at {seen_ids[rid]})")
-            seen_ids[rid] = rec.source
-            refs = f.pop("__references")
-            completion = tmpl.render_target(f)
-            if tmpl.target != task.target:  # a template with its own target (e.g. inverted) has its own reference
-                refs = None
-            rows.append({
-                "id": rid,
-                "prompt": tmpl.render(f),
-                "completion": completion,
-                "references": refs or [completion],
-                "template": tmpl.name,
-                "source": rec.source,
-            })
-        examples[split] = rows
+    ids = _Ids(cfg)
+    if fmt:
+        for split in only:
+            examples[split] = [chat.example(r, fmt, ids.of(r.fields, r)) for r in renamed(splits.get(split, []), cfg)]
+    else:
+        task = get_task(cfg.task)
+        for split in only:
+            examples[split] = _templated(task, cfg, split, splits.get(split, []), ids)
     summary = {
         "source": source,
-        "task": task.name,
+        "task": fmt or get_task(cfg.task).name,
         "counts": {s: len(v) for s, v in examples.items()},
         "templates": {s: _count(r["template"] for r in v) for s, v in examples.items()},
     }
     return examples, summary
+
+
+def chat_format(cfg: DataConfig, raw: dict[str, list[Record]]) -> str | None:
+    """The chat format of the data (data.format, or told by the first record's fields), or None:
+    the records are rendered through the task's templates."""
+    if cfg.format == "task":
+        return None
+    if cfg.format != "auto":
+        return cfg.format
+    first = next((recs[0] for recs in raw.values() if recs), None)
+    if first is None:
+        return None
+    # a mapped column the data lacks is reported where the mapping is used, not here
+    mapped = {var: first.fields[col] for var, col in cfg.fields.items() if col in first.fields}
+    return chat.detect(Record({**first.fields, **mapped}, first.source))
+
+
+def renamed(recs: list[Record], cfg: DataConfig) -> list[Record]:
+    """data.fields on chat records: a column of the user's data read as `messages`, `conversations`..."""
+    if not cfg.fields:
+        return recs
+    out = []
+    for rec in recs:
+        f = dict(rec.fields)
+        for var, column in cfg.fields.items():
+            if column not in f:
+                raise UserError(f"{rec.source}: field '{column}' is missing (mapped to '{var}')")
+            f[var] = f[column]
+        out.append(Record(f, rec.source))
+    return out
+
+
+class _Ids:
+    """Each example's id (data.id_field, the usual id columns, else file:line), unique across splits."""
+
+    def __init__(self, cfg: DataConfig):
+        self.field, self.seen = cfg.id_field, {}
+
+    def of(self, f: dict, rec: Record) -> str:
+        if self.field and self.field not in f:
+            raise UserError(f"{rec.source}: field '{self.field}' is missing (data.id_field)")
+        rid = str(f[self.field]) if self.field else _default_id(f, rec)
+        if rid in self.seen:
+            raise UserError(f"{rec.source}: duplicate id '{rid}' (first at {self.seen[rid]})")
+        self.seen[rid] = rec.source
+        return rid
+
+
+def _templated(task: PromptTask, cfg: DataConfig, split: str, recs: list[Record], ids: _Ids) -> list[dict]:
+    """A split's records rendered through the task's templates (a seeded choice per training example)."""
+    pool = task.forward if cfg.templates == "all" else [task.template(n) for n in cfg.templates]
+    if not pool:
+        raise UserError(f"task '{task.name}': no templates selected")
+    if split == "train":
+        chosen = task.choose(cfg.templates, cfg.template_choice, cfg.seed, len(recs))
+    else:
+        chosen = [task.template(cfg.eval_template) if cfg.eval_template else pool[0]] * len(recs)
+    rows = []
+    for rec, tmpl in zip(recs, chosen):
+        f = normalise(rec, task, cfg, need_target=True)
+        rid = ids.of(f, rec)
+        refs = f.pop("__references")
+        completion = tmpl.render_target(f)
+        if tmpl.target != task.target:  # a template with its own target (e.g. inverted) has its own reference
+            refs = None
+        rows.append({
+            "id": rid,
+            "prompt": tmpl.render(f),
+            "completion": completion,
+            "references": refs or [completion],
+            "template": tmpl.name,
+            "source": rec.source,
+        })
+    return rows
 
 
 def evaluation_texts(cfg: DataConfig, split: str, limit: int | None) -> list[tuple[str, list[str]]]:
@@ -229,11 +322,17 @@ def evaluation_texts(cfg: DataConfig, split: str, limit: int | None) -> list[tup
     The contamination check looks for these in the training data; prompt words are left out so
     that a training prompt built from the same template does not match on them.
     """
-    task = get_task(cfg.task)
     raw, _ = load_splits(cfg)
     recs = split_records(raw, cfg).get(split, [])
+    recs = recs[:limit] if limit else recs
+    fmt = chat_format(cfg, raw)
+    if fmt:  # a chat record has no template words: every turn is the example's own text
+        ids = _Ids(cfg)
+        rows = [chat.example(r, fmt, ids.of(r.fields, r)) for r in renamed(recs, cfg)]
+        return [(r["id"], [t["content"] for t in r["messages"]]) for r in rows]
+    task = get_task(cfg.task)
     out = []
-    for rec in recs[:limit] if limit else recs:
+    for rec in recs:
         f = normalise(rec, task, cfg, need_target=True)
         refs = f.pop("__references") or []
         rid = str(f.get(cfg.id_field)) if cfg.id_field else _default_id(f, rec)

@@ -21,7 +21,7 @@ from ..models.batching import Formatter, budget_batches
 from ..models.profile import DeviceProfile, profile_for, profile_for_model
 
 
-def generate(model, fmt: Formatter, prompts: list[str], batch_size: int = 16, max_new_tokens: int = 96,
+def generate(model, fmt: Formatter, prompts: list[str | list[dict]], batch_size: int = 16, max_new_tokens: int = 96,
              num_beams: int = 1, desc: str = "generate", progress: bool = True,
              on_batch: Callable[[list[int], list[str]], None] | None = None, strip: bool = True,
              settled: Callable[[str], bool] | None = None) -> tuple[list[str], dict]:

@@ -107,12 +107,12 @@ def checkpoint_dir(train_dir: Path | str, step: int) -> Path:
 def stage_config(data_dir: Path | str, **sections) -> dict:
     """The settings a stage records and the skip check compares: each section (a config model, or a
     plain value) under its name, then the prepared data directory it read."""
-    out = {name: _recorded(s) if hasattr(s, "model_dump") else s for name, s in sections.items()}
+    out = {name: recorded(s) if hasattr(s, "model_dump") else s for name, s in sections.items()}
     out["data"] = str(data_dir)
     return out
 
 
-def _recorded(section) -> dict:
+def recorded(section) -> dict:
     """A section's settings as a stage records them. A field added after stages were recorded
     (marked `recorded_when_set`) is left out while it holds its default, which reproduces what
     those stages did: a finished stage stays finished when tunebench gains a setting."""

@@ -8,6 +8,7 @@ finding a response string inside the text.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,10 @@ import torch
 from ..errors import UserError
 
 IGNORE = -100
+# a chat template that marks the assistant's own tokens (for assistant-only loss), as TRL's do
+GENERATION_MARK = re.compile(r"\{%-?\s*generation\s*-?%\}")
+NEEDS_CHAT_TEMPLATE = ("a conversation with a system turn or more than one exchange needs the model's chat template "
+                       "(this model has none, or chat_template is off)")
 # Base (non-chat) decoder models see "prompt\n\ncompletion<eos>".
 PLAIN_SEPARATOR = "\n\n"
 
@@ -39,14 +44,18 @@ class Formatter:
     def eos_id(self) -> int:
         return self.tokenizer.eos_token_id
 
-    def prompt_text(self, prompt: str) -> str:
+    def prompt_text(self, prompt: str | list[dict]) -> str:
+        """The text a model is asked: a prompt, or a conversation (`prompt_of`) ready for its next
+        assistant turn."""
+        turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         if self.use_chat:
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
-        return prompt if (self.seq2seq or self.raw) else prompt + PLAIN_SEPARATOR
+            return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        if len(turns) != 1 or turns[0]["role"] != "user":
+            raise UserError(NEEDS_CHAT_TEMPLATE)
+        text = turns[0]["content"]
+        return text if (self.seq2seq or self.raw) else text + PLAIN_SEPARATOR
 
-    def prompt_ids(self, prompt: str) -> list[int]:
+    def prompt_ids(self, prompt: str | list[dict]) -> list[int]:
         text = self.prompt_text(prompt)
         # A rendered chat template already holds its special tokens (BOS among them): adding
         # them again gives a double BOS that the model never saw in pre-training.
@@ -63,29 +72,79 @@ class Formatter:
             ids = ids + [self.eos_id]
         return ids
 
-    def encode(self, example: dict, max_length: int) -> dict | None:
-        """input_ids/labels for one example; None when it is over-long."""
-        p = self.prompt_ids(example["prompt"])
+    def sequence(self, example: dict) -> dict:
+        """input_ids/labels for one example, whatever its length."""
+        turns = example.get("messages")
+        if turns is not None and self.use_chat:
+            ids, labels = self.conversation_ids(turns)
+            return {"input_ids": ids, "labels": labels}
+        p = self.prompt_ids(prompt_of(example))
         c = self.completion_ids(example["completion"])
         if len(c) <= 1 and example["completion"].strip() == "":
             raise UserError(f"example '{example['id']}': no target tokens (empty completion)")
         if self.seq2seq:
-            if len(p) > max_length or len(c) > max_length:
-                return None
             return {"input_ids": p, "labels": c}
-        if len(p) + len(c) > max_length:
-            return None
         return {"input_ids": p + c, "labels": [IGNORE] * len(p) + c}
+
+    def encode(self, example: dict, max_length: int) -> dict | None:
+        """input_ids/labels for one example; None when it is over-long."""
+        enc = self.sequence(example)
+        return None if _length(enc, self.seq2seq) > max_length else enc
+
+    def conversation_ids(self, turns: list[dict]) -> tuple[list[int], list[int]]:
+        """A conversation through the chat template, with labels on every assistant turn only.
+
+        A template that marks the assistant's tokens itself (`{% generation %}`, as TRL's training
+        templates do) is followed, through transformers' assistant mask. Otherwise each assistant
+        turn's text and the EOS that ends it carry the loss, and everything between them (system
+        and user turns, the template's role headers) is context. The pieces are tokenized apart
+        and joined, as a prompt and its completion are: for one user turn and one assistant turn
+        this is exactly `prompt_ids` + `completion_ids`.
+        """
+        tok = self.tokenizer
+        if GENERATION_MARK.search(tok.chat_template or ""):
+            out = tok.apply_chat_template(turns, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+            ids = list(out["input_ids"])
+            return ids, [t if keep else IGNORE for t, keep in zip(ids, out["assistant_masks"])]
+        ids, labels, done = [], [], ""
+        for i, turn in enumerate(turns):
+            if turn["role"] != "assistant":
+                continue
+            head = tok.apply_chat_template(turns[:i], tokenize=False, add_generation_prompt=True)
+            full = tok.apply_chat_template(turns[: i + 1], tokenize=False)
+            end = len(head) + len(turn["content"])
+            if not head.startswith(done) or full[len(head):end] != turn["content"]:
+                raise UserError("this chat template renders a conversation differently as it grows (or rewrites "
+                                "assistant turns): mark the assistant's tokens with {% generation %} in it")
+            context = tok(head[len(done):], add_special_tokens=False).input_ids
+            answer = self.completion_ids(turn["content"])
+            ids += context + answer
+            labels += [IGNORE] * len(context) + answer
+            eos = tok.eos_token or ""
+            done = full[:end] + (eos if eos and full.startswith(eos, end) else "")
+        return ids, labels
+
+
+def prompt_of(example: dict) -> str | list[dict]:
+    """What a model is asked for an example: the conversation before its last assistant turn (a
+    chat example), or the prompt."""
+    turns = example.get("messages")
+    return turns[:-1] if turns else example["prompt"]
+
+
+def _length(enc: dict, seq2seq: bool) -> int:
+    """An encoded example's length as max_length counts it (the longer side for an encoder-decoder)."""
+    return max(len(enc["input_ids"]), len(enc["labels"])) if seq2seq else len(enc["input_ids"])
 
 
 def encode_all(fmt: Formatter, examples: list[dict], max_length: int, overlong: str, what: str) -> tuple[list[dict], int]:
     """Encoded examples and the number skipped as over-long (an error if overlong == 'error')."""
     out, skipped = [], 0
     for line, ex in enumerate(examples, 1):  # prepared files hold one example per line
-        enc = fmt.encode(ex, max_length)
-        if enc is None:
+        enc = fmt.sequence(ex)
+        if _length(enc, fmt.seq2seq) > max_length:
             if overlong == "error":
-                n = len(fmt.prompt_ids(ex["prompt"])) + len(fmt.completion_ids(ex["completion"]))
+                n = len(enc["input_ids"]) + (len(enc["labels"]) if fmt.seq2seq else 0)
                 raise UserError(f"{what}:{line}: example '{ex['id']}' has {n} tokens, over max_length {max_length} "
                                 "(raise max_length, or set overlong: skip)")
             skipped += 1
