@@ -21,6 +21,8 @@ RESULTS_FILE = "results.json"              # a benchmark run: every task's entry
 BENCH_EXAMPLES_FILE = "examples.jsonl"     # a benchmark run: per-example rows
 SPLIT_FILES = {s: f"{s}.jsonl" for s in ("train", "validation", "test")}   # a prepared directory
 RECIPE_FILE = "recipe.json"                # a recipe run: the recipe as run
+CARD_FILE = "README.md"                    # a training run: its model card (Hugging Face's format)
+LM_EVAL_DIR = "lm-eval"                    # a benchmark run with --output-format lm-eval: lm-eval's layout
 
 RunKind = Literal["recipe", "evaluation", "bench", "training", "prepared", "unknown"]
 
@@ -107,12 +109,12 @@ def checkpoint_dir(train_dir: Path | str, step: int) -> Path:
 def stage_config(data_dir: Path | str, **sections) -> dict:
     """The settings a stage records and the skip check compares: each section (a config model, or a
     plain value) under its name, then the prepared data directory it read."""
-    out = {name: _recorded(s) if hasattr(s, "model_dump") else s for name, s in sections.items()}
+    out = {name: recorded(s) if hasattr(s, "model_dump") else s for name, s in sections.items()}
     out["data"] = str(data_dir)
     return out
 
 
-def _recorded(section) -> dict:
+def recorded(section) -> dict:
     """A section's settings as a stage records them. A field added after stages were recorded
     (marked `recorded_when_set`) is left out while it holds its default, which reproduces what
     those stages did: a finished stage stays finished when tunebench gains a setting."""
