@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     _benchmark_commands(sub)
     _data_commands(sub)
     _tool_commands(sub)
+    _hub_commands(sub)
     return p
 
 
@@ -162,6 +163,16 @@ def _tool_commands(sub) -> None:
     _sub(sub, "models", help="registered model names")
 
 
+def _hub_commands(sub) -> None:
+    """Push: a training run to the Hugging Face Hub."""
+    ps = _sub(sub, "push", help="upload a training run to the Hugging Face Hub: the merged model (else the adapter), "
+                                "the model card, the report")
+    ps.add_argument("run", metavar="RUN", help="a training run (tunebench train --out) or a recipe run's directory")
+    ps.add_argument("--repo", required=True, metavar="ORG/NAME", help="the Hub model repository (created if missing)")
+    ps.add_argument("--dry-run", action="store_true", help="list what would be uploaded, with sizes; no network")
+    ps.add_argument("--private", action="store_true", help="create the repository private")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if argv is None:  # a command line, not a call from Python: start over under jemalloc (memory.py)
@@ -251,6 +262,10 @@ def _dispatch(args) -> int | None:
         from .generation.chat import chat
 
         chat(args.model, args.compare, args.template, args.max_new_tokens, args.trust_remote_code, args.chat_template)
+    elif args.command == "push":
+        from .reports.push import push
+
+        print("\n".join(push(args.run, args.repo, args.dry_run, args.private)))
     elif args.command == "models":
         from .models import REGISTRY
 

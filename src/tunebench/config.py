@@ -148,6 +148,9 @@ class BenchConfig(Section):
     metrics: list[Literal["all", "robustness", "fairness"]] = Field(
         default_factory=list, description="also score perturbed copies: robustness (5 perturbations), fairness "
         "(3 counterfactuals); each costs one more pass per perturbation. accuracy, calibration and efficiency are always on")
+    output_format: Literal["tunebench", "lm-eval"] = Field(
+        "tunebench", description="lm-eval: also write lm-evaluation-harness's output layout (DIR/lm-eval/MODEL/"
+        "results_TIME.json, samples_TASK_TIME.jsonl) for tools that read lm-eval's results", json_schema_extra=ADDED)
 
 
 class ForgettingConfig(BenchConfig):

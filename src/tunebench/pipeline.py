@@ -180,6 +180,10 @@ def train_stage(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: Path | str, 
     with Stage(out, "train", config) as st:
         summary = train(model_cfg, cfg, data_dir, out, resume=resume)
         st.extra["summary"] = summary
+    if processes.current().main:  # the card reads the manifest just written: settings and command
+        from .reports import card
+
+        card.write(out)
     return summary
 
 
@@ -355,6 +359,10 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
         from .reports.html import write as write_report
 
         print(f"[tunebench] report -> {write_report([run.root], run.report)}")
+        from .reports import card
+
+        # also when every stage was skipped: an existing run gets its card with the results
+        print(f"[tunebench] model card -> {card.write(run.train, run.root)}")
     return result
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import models
 from ..errors import UserError
 from ..io import processes
-from ..io.layout import BENCH_EXAMPLES_FILE, RESULTS_FILE
+from ..io.layout import BENCH_EXAMPLES_FILE, RESULTS_FILE, recorded
 from ..io.processes import SharedJournal
 from ..io.runs import Stage, inside, read_json, write_json, write_jsonl
 from ..metrics.choices import macro_f1, multiple_choice_metrics
@@ -74,7 +74,7 @@ def run_bench(model_cfg, cfg, tasks: list[BenchmarkTask], out: Path | str, limit
     procs = processes.current()
     device = procs.device(models.default_device())
     dtype = models.pick_dtype(cfg.precision, device)
-    config = {"model": model_cfg.model_dump(), "bench": cfg.model_dump(), "tasks": [t.name for t in tasks], "limit": limit}
+    config = {"model": model_cfg.model_dump(), "bench": recorded(cfg), "tasks": [t.name for t in tasks], "limit": limit}
     say = print if procs.main else (lambda *a, **k: None)
     with Stage(out, "bench", config) as st:
         model, tok, resolved = models.load(model_cfg.model, dtype, model_cfg.trust_remote_code)
@@ -123,6 +123,13 @@ def run_bench(model_cfg, cfg, tasks: list[BenchmarkTask], out: Path | str, limit
         if procs.main:
             write_json(out / RESULTS_FILE, results)
             write_jsonl(out / BENCH_EXAMPLES_FILE, (r for e in entries for r in e["examples"]))
+            if cfg.output_format == "lm-eval":
+                from . import lm_eval_format
+
+                lm_eval_format.write(out, results, entries, {
+                    "model": model, "tokenizer": tok, "use_chat": fmt.use_chat, "bench": cfg, "started": st.t0,
+                    "device": str(device), "sizes": {t.name: t.size for t in tasks},
+                    "max_new_tokens": {c: cfg.max_new_tokens or n for c, n in DEFAULT_NEW_TOKENS.items()}})
         st.extra["summary"] = {"tasks": len(entries), "macro": results["aggregates"]["macro"]}
     return results
 

@@ -21,6 +21,8 @@ RESULTS_FILE = "results.json"              # a benchmark run: every task's entry
 BENCH_EXAMPLES_FILE = "examples.jsonl"     # a benchmark run: per-example rows
 SPLIT_FILES = {s: f"{s}.jsonl" for s in ("train", "validation", "test")}   # a prepared directory
 RECIPE_FILE = "recipe.json"                # a recipe run: the recipe as run
+CARD_FILE = "README.md"                    # a training run: its model card (Hugging Face's format)
+LM_EVAL_DIR = "lm-eval"                    # a benchmark run with --output-format lm-eval: lm-eval's layout
 
 RunKind = Literal["recipe", "evaluation", "bench", "training", "prepared", "unknown"]
 

