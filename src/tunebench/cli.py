@@ -310,25 +310,11 @@ def _bench(args) -> None:
 
 
 def _compare(args) -> None:
-    from pathlib import Path
-
-    from .io.layout import kind
     from .reports import compare, forgetting
 
-    out = args.out or Path(args.tuned_run).resolve().parent
-    what = kind(args.base_run)
-    if args.more_runs or what == "recipe":
-        c = compare.compare_runs([args.base_run, args.tuned_run, *args.more_runs])
-        md, js = compare.write_runs(c, out)
-        compare.print_runs(c)
-    elif what == "bench":
-        c = forgetting.compare_bench(args.base_run, args.tuned_run)
-        md, js = forgetting.write(c, out)
-        forgetting.print_table(c)
-    else:
-        c = compare.compare(args.base_run, args.tuned_run, from_flags(CompareConfig, args).examples)
-        md, js = compare.write(c, out)
-        compare.print_table(c)
+    what, c, md, js = compare.compare_any([args.base_run, args.tuned_run, *args.more_runs], args.out,
+                                          from_flags(CompareConfig, args).examples)
+    {"runs": compare.print_runs, "forgetting": forgetting.print_table, "evaluation": compare.print_table}[what](c)
     print(f"written: {md}, {js}")
 
 

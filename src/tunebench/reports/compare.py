@@ -61,6 +61,24 @@ def compare(base_run: Path | str, tuned_run: Path | str, n_examples: int = 3) ->
                         "bleu": "sacrebleu corpus BLEU (13a), every reference stream"}}
 
 
+def compare_any(runs: list[Path | str], out: Path | str | None = None, examples: int = 3) -> tuple[str, dict, Path, Path]:
+    """What `tunebench compare` makes of its runs: recipe runs side by side ("runs": comparison.md/json),
+    two benchmark runs ("forgetting": forgetting.md/json) or two evaluation runs ("evaluation":
+    compare.md/json), written to `out` (default: the second run's parent). Returns (kind, report, md, json)."""
+    from . import forgetting
+
+    out = out or Path(runs[1]).resolve().parent
+    what = kind(runs[0])
+    if len(runs) > 2 or what == "recipe":
+        c = compare_runs(runs)
+        return ("runs", c, *write_runs(c, out))
+    if what == "bench":
+        c = forgetting.compare_bench(runs[0], runs[1])
+        return ("forgetting", c, *forgetting.write(c, out))
+    c = compare(runs[0], runs[1], examples)
+    return ("evaluation", c, *write(c, out))
+
+
 def to_markdown(c: dict) -> str:
     lines = [f"# {c['base_model']} -> {c['tuned_model']}", "",
              f"{c['n']} examples of {c['data']}. ROUGE: F-measure 0..1, best-matching reference per example; "
