@@ -64,7 +64,19 @@ def _parser() -> argparse.ArgumentParser:
     _data_commands(sub)
     _tool_commands(sub)
     _hub_commands(sub)
+    _study_command(sub)
     return p
+
+
+def _study_command(sub) -> None:
+    """Study: a grid of arms over one recipe (full vs LoRA x single- vs multi-task by default)."""
+    s = _sub(sub, "study", help="run a grid of arms over one base recipe, with the trade-off of task gain "
+                                "against forgetting (study.md/json, pareto.png, report.html)")
+    s.add_argument("study", help="study YAML file")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field for every arm, e.g. --set train.max_steps=2 (repeatable)")
+    s.add_argument("--check", action="store_true", help="check every arm's recipe and print the plan; run nothing")
+    s.add_argument("--fresh", action="store_true", help="redo every stage, even those already complete")
 
 
 def _stage_commands(sub) -> None:
@@ -229,6 +241,14 @@ def _dispatch(args) -> int | None:
             print("\n".join(plan(recipe, rf, facts, args.fresh)))
             return 0
         pipeline.run_recipe(recipe, fresh=args.fresh)
+    elif args.command == "study":
+        from . import study
+
+        st = study.load_study(args.study, args.overrides)
+        if args.check:
+            print("\n".join(study.plan(st, study.check(st), args.fresh)))
+            return 0
+        study.run(st, fresh=args.fresh)
     elif args.command == "prepare":
         mixture = from_flags(MixtureConfig, args, prefix="mixture") if args.mixture_tasks else None
         s = pipeline.prepare_stage(from_flags(DataConfig, args), args.out, mixture)

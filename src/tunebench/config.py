@@ -226,23 +226,37 @@ class Recipe(Section):
 
 @dataclass
 class RecipeFile:
-    """A recipe as written: its mapping (overrides applied), where each key is, and which keys --set gave."""
+    """A recipe as written: its mapping (overrides applied), where each key is, and which keys an
+    override gave (key -> where that override was written; None: `--set`)."""
 
     path: Path
     raw: dict
     where: Where
-    overridden: set = dc_field(default_factory=set)
+    overridden: dict = dc_field(default_factory=dict)
 
     def at(self, *loc) -> str:
-        """`file:line: key` for a key of the file, `--set key` for one an override gave."""
+        """`file:line: key` for a key of the file, `--set key` for one an override gave, the
+        override's own place (a study file's line) for one given there."""
         key = key_name(loc)
         for n in range(len(loc), 0, -1):
-            if key_name(loc[:n]) in self.overridden:
-                return f"--set {key}"
+            given = key_name(loc[:n])
+            if given in self.overridden:
+                origin = self.overridden[given]
+                return f"--set {key}" if origin is None else origin + key[len(given):]
         return self.where(*loc)
 
 
-def read_recipe(path: str | Path, overrides: list[str] = ()) -> RecipeFile:
+def parse_override(item: str) -> tuple[str, Any]:
+    """`train.lr=1e-4` as (key, value), the value read as YAML."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise UserError(f"override '{item}': expected key=value, e.g. train.lr=1e-4")
+    return key.strip(), yaml.safe_load(value)
+
+
+def read_recipe(path: str | Path, overrides: list[str] = (), settings: list[tuple[str, Any, str]] = ()) -> RecipeFile:
+    """The recipe file with `settings` ((key, value, where it was written): a study's overrides)
+    applied, then the `--set` `overrides`."""
     path = Path(path)
     raw, node = yamlfile.load(path, "recipe file")
     if raw is None:
@@ -250,13 +264,10 @@ def read_recipe(path: str | Path, overrides: list[str] = ()) -> RecipeFile:
                         "you mean, e.g. recipes/dialogsum-lora.yaml)")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a recipe is a mapping of sections (model, data, train, evaluate, ...)")
-    overridden = set()
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"override '{item}': expected key=value, e.g. train.lr=1e-4")
-        _set_path(raw, key.strip().split("."), yaml.safe_load(value))
-        overridden.add(key.strip())
+    overridden: dict = {}
+    for key, value, origin in [*settings, *((*parse_override(item), None) for item in overrides)]:
+        _set_path(raw, key.split("."), copy.deepcopy(value))
+        overridden[key] = origin
     rf = RecipeFile(path, raw, Where(path, node), overridden)
     from .io import locations
 

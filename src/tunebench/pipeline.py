@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from .io.layout import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     PREDICTIONS_PARTIAL_FILE,
+    RESULTS_FILE,
     Prediction,
     RecipeRun,
     recorded,
@@ -289,16 +291,28 @@ def evaluate_stage(model_cfg: ModelConfig, cfg: GenerateConfig, data_dir: Path |
     return score_stage(out, model_cfg.model, data, cfg.metrics)
 
 
-def recipe_stages(recipe: Recipe) -> dict[str, tuple[Path, dict]]:
+@dataclass(frozen=True)
+class Shared:
+    """What the arms of a study share (`tunebench study`): the prepared evaluation data, whose test
+    split every arm's tuned model is scored on, the base model's evaluation and its benchmark run."""
+
+    data: Path
+    base: Path
+    base_bench: Path | None = None
+
+
+def recipe_stages(recipe: Recipe, shared: Shared | None = None) -> dict[str, tuple[Path, dict]]:
     """Directory and config of each resumable stage of a recipe run: a stage whose directory holds a
     complete manifest with exactly this config is skipped (what `run` does and `run --check` says).
-    The stages themselves record the same configs (stage_config)."""
+    The stages themselves record the same configs (stage_config). With `shared` (a study's arm) the
+    base model's evaluation is the study's and the tuned model is scored on the study's data."""
     run = RecipeRun(Path(recipe.out))
+    evaluated_on = shared.data if shared else run.data
     return {
         "prepare": (run.data, prepare_config(recipe.data, recipe.mixture, recipe.contamination, evaluation_of(recipe))),
-        "base": (run.base, stage_config(run.data, model=recipe.model, generate=recipe.evaluate)),
+        "base": (shared.base if shared else run.base, stage_config(evaluated_on, model=recipe.model, generate=recipe.evaluate)),
         "train": (run.train, stage_config(run.data, model=recipe.model, train=recipe.train)),
-        "tuned": (run.tuned, stage_config(run.data, model=tuned_model(recipe), generate=recipe.evaluate)),
+        "tuned": (run.tuned, stage_config(evaluated_on, model=tuned_model(recipe), generate=recipe.evaluate)),
     }
 
 
@@ -306,17 +320,19 @@ def tuned_model(recipe: Recipe) -> ModelConfig:
     return recipe.model.model_copy(update={"model": str(RecipeRun(Path(recipe.out)).train)})
 
 
-def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
+def run_recipe(recipe: Recipe, fresh: bool = False, shared: Shared | None = None) -> dict:
     """prepare -> evaluate base -> train -> evaluate tuned -> compare [-> benchmark both -> forgetting].
 
     Stages already complete with the same settings are skipped, so an interrupted run continues.
     Under torchrun / accelerate launch the model stages (evaluate, train, benchmark) are split over
     the processes; rank 0 alone prepares, compares and reports, and decides what is skipped.
+    With `shared` (an arm of a study, after `shared_stages`) the base model is not evaluated or
+    benchmarked here: the study's runs are used, and the tuned model is scored on the study's data.
     """
     run = RecipeRun(Path(recipe.out))
     t0 = time.time()
     procs = processes.current()
-    stages = recipe_stages(recipe)
+    stages = recipe_stages(recipe, shared)
     data_dir, base_dir, train_dir, tuned_dir = (stages[k][0] for k in ("prepare", "base", "train", "tuned"))
     forgetting = recipe.forgetting if recipe.forgetting and recipe.forgetting.enabled else None
     total = 7 if forgetting else 5
@@ -340,8 +356,8 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
         from .data import contamination as contam
 
         print(f"[tunebench]     {contam.summary_line(read_json(data_dir / 'contamination.json'))}")
-    say(f"evaluate base model -> {base_dir}")
-    if not skip("base", base_dir / METRICS_FILE):
+    say(f"evaluate base model -> {base_dir}" + (" (the study's, shared by every arm)" if shared else ""))
+    if shared is None and not skip("base", base_dir / METRICS_FILE):
         evaluate_stage(recipe.model, recipe.evaluate, data_dir, base_dir)
     say(f"train ({recipe.train.method}) -> {train_dir}")
     if not skip("train"):
@@ -349,11 +365,11 @@ def run_recipe(recipe: Recipe, fresh: bool = False) -> dict:
     say(f"evaluate tuned model -> {tuned_dir}")
     tuned = tuned_model(recipe)
     if not skip("tuned", tuned_dir / METRICS_FILE):
-        evaluate_stage(tuned, recipe.evaluate, data_dir, tuned_dir)
+        evaluate_stage(tuned, recipe.evaluate, shared.data if shared else data_dir, tuned_dir)
     say(f"compare -> {run.file('compare.md')}")
     result = {"compare": procs.first(lambda: _compare_evaluations(base_dir, tuned_dir, run.root, recipe.compare.examples))}
     if forgetting:
-        result["forgetting"] = _forgetting(recipe, forgetting, tuned, say)
+        result["forgetting"] = _forgetting(recipe, forgetting, tuned, say, shared, fresh)
     if procs.main:
         write_json(run.recipe, {"recipe": recipe.model_dump(), "wall_time_s": round(time.time() - t0, 1)})
         from .reports.html import write as write_report
@@ -386,8 +402,10 @@ def _compare_evaluations(base_dir: Path, tuned_dir: Path, root: Path, examples: 
     return c
 
 
-def _forgetting(recipe: Recipe, forgetting, tuned: ModelConfig, say) -> dict:
-    """Both models benchmarked (split over the processes), and the forgetting report (rank 0)."""
+def _forgetting(recipe: Recipe, forgetting, tuned: ModelConfig, say, shared: Shared | None = None,
+                fresh: bool = False) -> dict:
+    """Both models benchmarked (split over the processes), and the forgetting report (rank 0). In a
+    study's arm the base model's benchmark run is the study's, and a complete tuned one is skipped."""
     from .benchmarks.harness import run_bench
     from .benchmarks.tasks import resolve_tasks
     from .reports import forgetting as forgetting_mod
@@ -395,15 +413,52 @@ def _forgetting(recipe: Recipe, forgetting, tuned: ModelConfig, say) -> dict:
     run = RecipeRun(Path(recipe.out))
     tasks, suite_limit = resolve_tasks(forgetting.task, forgetting.suite)
     limit = forgetting.limit or suite_limit
-    say(f"benchmark base and tuned models ({len(tasks)} tasks) -> {run.base_bench}, {run.tuned_bench}")
-    run_bench(recipe.model, forgetting, tasks, run.base_bench, limit)
-    run_bench(tuned, forgetting, tasks, run.tuned_bench, limit)
+    base_bench = shared.base_bench if shared else run.base_bench
+    say(f"benchmark base and tuned models ({len(tasks)} tasks) -> {base_bench}, {run.tuned_bench}")
+    if shared is None:
+        run_bench(recipe.model, forgetting, tasks, run.base_bench, limit)
+        run_bench(tuned, forgetting, tasks, run.tuned_bench, limit)
+    else:
+        bench_once(tuned, forgetting, run.tuned_bench, fresh)
     say(f"forgetting report -> {run.file('forgetting.md')}")
 
     def report() -> dict:
-        f = forgetting_mod.compare_bench(run.base_bench, run.tuned_bench)
+        f = forgetting_mod.compare_bench(base_bench, run.tuned_bench)
         forgetting_mod.write(f, run.root)
         forgetting_mod.print_table(f)
         return f
 
     return processes.current().first(report)
+
+
+def bench_once(model_cfg: ModelConfig, forgetting, out: Path, fresh: bool = False) -> None:
+    """A benchmark run of the forgetting suite, skipped when complete with these settings (a study's)."""
+    from .benchmarks.harness import bench_config, run_bench
+    from .benchmarks.tasks import resolve_tasks
+
+    tasks, suite_limit = resolve_tasks(forgetting.task, forgetting.suite)
+    limit = forgetting.limit or suite_limit
+    cfg = bench_config(model_cfg, forgetting, tasks, limit)
+    if not processes.current().first(lambda: _skipped(out, cfg, fresh, out / RESULTS_FILE)):
+        run_bench(model_cfg, forgetting, tasks, out, limit)
+
+
+def shared_stages(recipe: Recipe, shared: Shared, fresh: bool = False) -> None:
+    """What every arm of a study shares, each done once: the recipe's data prepared (its test split
+    is what every arm is scored on), the base model evaluated on it and benchmarked."""
+    procs = processes.current()
+
+    def say(msg):
+        if procs.main:
+            print(f"[tunebench] study: {msg}", flush=True)
+
+    say(f"prepare the evaluation data -> {shared.data}")
+    if not procs.first(lambda: _skipped(shared.data, prepare_config(recipe.data), fresh, None)):
+        procs.first(lambda: prepare_stage(recipe.data, shared.data))
+    say(f"evaluate base model -> {shared.base}")
+    config = stage_config(shared.data, model=recipe.model, generate=recipe.evaluate)
+    if not procs.first(lambda: _skipped(shared.base, config, fresh, shared.base / METRICS_FILE)):
+        evaluate_stage(recipe.model, recipe.evaluate, shared.data, shared.base)
+    if shared.base_bench is not None:
+        say(f"benchmark base model -> {shared.base_bench}")
+        bench_once(recipe.model, recipe.forgetting, shared.base_bench, fresh)

@@ -58,9 +58,10 @@ class _Problems:
         return [f"{self.rf.at(*loc)}: {msg}" for loc, msg in ordered]
 
 
-def load_and_check(path: str | Path, overrides: list[str] = ()) -> tuple[Recipe, RecipeFile, dict]:
-    """The recipe and what the checks learnt (for the plan); every problem at once as UserErrors."""
-    rf = read_recipe(path, overrides)
+def load_and_check(path: str | Path, overrides: list[str] = (), settings: list = ()) -> tuple[Recipe, RecipeFile, dict]:
+    """The recipe and what the checks learnt (for the plan); every problem at once as UserErrors.
+    `settings`: a study's overrides (config.read_recipe)."""
+    rf = read_recipe(path, overrides, settings)
     recipe, schema_problems, bad = validate_recipe(rf)
     problems = _Problems(rf)
     for loc, msg in schema_problems:
@@ -210,12 +211,13 @@ def _check_forgetting(recipe: Recipe, problems: _Problems) -> dict:
 
 # ---------------------------------------------------------------------------- the plan
 
-def plan(recipe: Recipe, rf: RecipeFile, facts: dict, fresh: bool = False) -> list[str]:
-    """What `run` will do with this recipe: stages, example counts, what is skipped or resumed, where results land."""
+def plan(recipe: Recipe, rf: RecipeFile, facts: dict, fresh: bool = False, shared=None) -> list[str]:
+    """What `run` will do with this recipe: stages, example counts, what is skipped or resumed, where
+    results land. `shared`: a study arm's (pipeline.Shared), whose base model stages are the study's."""
     from .pipeline import recipe_stages
 
     run = RecipeRun(Path(recipe.out))
-    stages = recipe_stages(recipe)
+    stages = recipe_stages(recipe, shared)
     forgetting = facts.get("forgetting")
     total = 7 if forgetting else 5
     data = facts.get("data") or {}
@@ -246,7 +248,8 @@ def plan(recipe: Recipe, rf: RecipeFile, facts: dict, fresh: bool = False) -> li
     n_eval = min(n_eval, ev.limit) if n_eval is not None and ev.limit else n_eval
     gen = (f"{n_eval if n_eval is not None else '?'} {ev.split} examples, batch {ev.batch_size}, up to "
            f"{ev.max_new_tokens} new tokens" + (f", beams {ev.num_beams}" if ev.num_beams > 1 else ""))
-    stage(2, "evaluate base", stages["base"][0], gen, _state(stages["base"], fresh, METRICS_FILE))
+    stage(2, "evaluate base", stages["base"][0], gen,
+          "shared by the study" if shared else _state(stages["base"], fresh, METRICS_FILE))
     t = recipe.train
     n_train = recipe.mixture.total if recipe.mixture is not None else counts.get("train")
     if t.max_steps:
@@ -264,9 +267,11 @@ def plan(recipe: Recipe, rf: RecipeFile, facts: dict, fresh: bool = False) -> li
         from .benchmarks.tasks import example_count
 
         tasks, limit = forgetting["tasks"], forgetting["limit"]
-        stage(6, "benchmark", f"{run.base_bench}, {run.tuned_bench}",
+        base_bench = shared.base_bench if shared else run.base_bench
+        stage(6, "benchmark", f"{base_bench}, {run.tuned_bench}",
               f"{len(tasks)} tasks, {example_count(tasks, limit)} examples per model, scored {recipe.forgetting.scoring}",
-              "; ".join(_bench_state(d, len(tasks)) for d in (run.base_bench, run.tuned_bench)))
+              "; ".join(("base-bench: shared by the study" if shared and d == base_bench else _bench_state(d, len(tasks)))
+                        for d in (base_bench, run.tuned_bench)))
         stage(7, "forgetting", run.file("forgetting.md"), "paired bootstrap and Holm-adjusted verdict per task")
     lines.append(f"  report     {run.report}")
     return lines

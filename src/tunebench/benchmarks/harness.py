@@ -67,6 +67,11 @@ DEFAULT_NEW_TOKENS = {"bigbench": MAX_LENGTH, "lm-eval": 32}
 
 
 
+def bench_config(model_cfg, cfg, tasks: list[BenchmarkTask], limit: int | None) -> dict:
+    """The settings a benchmark run records in its manifest (what a skip check compares)."""
+    return {"model": model_cfg.model_dump(), "bench": recorded(cfg), "tasks": [t.name for t in tasks], "limit": limit}
+
+
 def run_bench(model_cfg, cfg, tasks: list[BenchmarkTask], out: Path | str, limit: int | None) -> dict:
     """Under torchrun / accelerate launch every process scores its share of each task's examples
     (journaled in its own file); every process gets every score, and rank 0 writes the files."""
@@ -74,7 +79,7 @@ def run_bench(model_cfg, cfg, tasks: list[BenchmarkTask], out: Path | str, limit
     procs = processes.current()
     device = procs.device(models.default_device())
     dtype = models.pick_dtype(cfg.precision, device)
-    config = {"model": model_cfg.model_dump(), "bench": recorded(cfg), "tasks": [t.name for t in tasks], "limit": limit}
+    config = bench_config(model_cfg, cfg, tasks, limit)
     say = print if procs.main else (lambda *a, **k: None)
     with Stage(out, "bench", config) as st:
         model, tok, resolved = models.load(model_cfg.model, dtype, model_cfg.trust_remote_code)

@@ -1,7 +1,8 @@
 """ROUGE and BLEU of free-form outputs (summaries) exactly as the reference implementations compute them.
 
 This module owns the summary scores of metrics.json and compare.json: `score` (ROUGE and BLEU over
-a split), `per_example_rouge` (the side-by-side examples) and the sentence splitting rougeLsum needs.
+a split), `per_example_rouge` (the side-by-side examples, a study's intervals), `bleu_statistics` (a study's
+BLEU intervals) and the sentence splitting rougeLsum needs.
 
 ROUGE: rouge-score with stemming; per example `score_multi` (the best-matching reference per
 ROUGE type, as HF `evaluate` does), F-measure, averaged over examples. rougeLsum needs one
@@ -13,6 +14,7 @@ examples with fewer references leave None in the extra streams, which sacrebleu 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 SENTENCE_SPLITTER = "regex: split after . ! or ? followed by whitespace"
@@ -53,6 +55,29 @@ def bleu(predictions: list[str], references: list[list[str]]) -> float:
     width = max(len(r) for r in references)
     streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
     return sacrebleu.corpus_bleu(predictions, streams).score
+
+
+def bleu_statistics(predictions: list[str], references: list[list[str]]) -> list[list[int]]:
+    """sacrebleu's per-example sufficient statistics (lengths, n-gram matches and totals), the ones
+    its corpus BLEU sums: `bleu_of_statistics` of their column sums is `bleu` of the examples, so a
+    bootstrap can score a resample without tokenizing again."""
+    from sacrebleu.metrics import BLEU
+
+    _check(predictions, references)
+    width = max(len(r) for r in references)
+    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
+    return BLEU()._extract_corpus_statistics(predictions, streams)
+
+
+def bleu_of_statistics(totals: list[int]) -> float:
+    return _bleu_metric()._compute_score_from_stats(list(totals)).score
+
+
+@lru_cache(maxsize=1)
+def _bleu_metric():
+    from sacrebleu.metrics import BLEU
+
+    return BLEU()  # corpus_bleu's defaults (13a tokenizer, exponential smoothing)
 
 
 def score(predictions: list[str], references: list[list[str]]) -> dict[str, float]:

@@ -9,6 +9,7 @@ and `holm`, Holm-Bonferroni adjusted p-values across a suite's tasks. Resampling
 from __future__ import annotations
 
 import random
+from typing import Callable, Iterator
 
 
 def paired_bootstrap(base: list[float], tuned: list[float], reps: int = 2000, seed: int = 0,
@@ -25,15 +26,29 @@ def bootstrap_test(base: list[float], tuned: list[float], reps: int = 2000, seed
     means on the far side of 0, capped at 1. The interval excludes 0 exactly when p <= 0.05."""
     diffs = [t - b for b, t in zip(base, tuned)]
     w = weights or [1.0] * len(diffs)
-    n = len(diffs)
+    means = [sum(w[i] * diffs[i] for i in idx) / sum(w[i] for i in idx) for idx in resamples(len(diffs), reps, seed)]
+    return _percentiles(means, reps)
+
+
+def bootstrap_statistic(n: int, change: Callable[[list[int]], float], reps: int = 2000,
+                        seed: int = 0) -> tuple[float, float, float]:
+    """As `bootstrap_test`, for a change that is not a mean of per-example changes (corpus BLEU of
+    the tuned model minus the base model's): `change(idx)` on each resample of the n examples, the
+    same resamples `bootstrap_test` draws for the same n, reps and seed."""
+    return _percentiles([change(idx) for idx in resamples(n, reps, seed)], reps)
+
+
+def resamples(n: int, reps: int, seed: int = 0) -> Iterator[list[int]]:
+    """`reps` resamples (with replacement) of the indices of n paired examples."""
     rng = random.Random(seed)
-    means = []
     for _ in range(reps):
-        idx = [rng.randrange(n) for _ in range(n)]
-        means.append(sum(w[i] * diffs[i] for i in idx) / sum(w[i] for i in idx))
-    means.sort()
-    below, above = sum(m <= 0 for m in means), sum(m >= 0 for m in means)
-    return means[int(0.025 * reps)], means[min(int(0.975 * reps), reps - 1)], min(1.0, 2 * min(below, above) / reps)
+        yield [rng.randrange(n) for _ in range(n)]
+
+
+def _percentiles(changes: list[float], reps: int) -> tuple[float, float, float]:
+    changes = sorted(changes)
+    below, above = sum(m <= 0 for m in changes), sum(m >= 0 for m in changes)
+    return changes[int(0.025 * reps)], changes[min(int(0.975 * reps), reps - 1)], min(1.0, 2 * min(below, above) / reps)
 
 
 def holm(p_values: list[float]) -> list[float]:

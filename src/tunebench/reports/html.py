@@ -202,6 +202,12 @@ def _section_for(run: Path) -> dict:
                            for d in (base_dir, tuned_dir)]
     elif (run / METRICS_FILE).is_file():
         s["metrics"] = _json(run / METRICS_FILE)
+    study = _json(run / "study.json")
+    if study:  # a study directory (tunebench study): its arms side by side
+        from .study import pareto_plot
+
+        s["study"] = study
+        s["pareto_plot"] = pareto_plot(study)
     forgetting = _json(layout.file("forgetting.json"))
     if forgetting:
         s["forgetting"] = forgetting
@@ -214,7 +220,7 @@ def _section_for(run: Path) -> dict:
     s["stages"] = [{"stage": p.parent.name if p.parent != run else m.get("stage"), "wall_time_s": m.get("wall_time_s"),
                     "started": m.get("started")}
                    for p in sorted(run.glob(f"*/{MANIFEST}")) + [run / MANIFEST] if (m := _json(p))]
-    if not any(s.get(k) for k in ("recipe", "compare", "metrics", "forgetting", "loss_plot")) and not s["benches"]:
+    if not any(s.get(k) for k in ("recipe", "compare", "metrics", "forgetting", "loss_plot", "study")) and not s["benches"]:
         raise UserError(f"{run}: nothing to report (no recipe.json, compare.json, metrics.json, log.jsonl or results.json)")
     return s
 
