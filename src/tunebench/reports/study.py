@@ -203,7 +203,7 @@ def recommend(s: dict) -> str:
 
     axes = "task gain and forgetting" if have_x else f"task gain ({TASK}; no forgetting suite was run)"
     text = [f"On {axes} (changes from the base model, 95% paired intervals), {len(frontier)} of {len(rows)} arms "
-            "are on the Pareto frontier: " + "; ".join(f"{n} ({where(n)})" for n in frontier) + "."]
+            f"{'is' if len(frontier) == 1 else 'are'} on the Pareto frontier: " + "; ".join(f"{n} ({where(n)})" for n in frontier) + "."]
     if have_x and len(frontier) > 1:
         best = max(frontier, key=lambda n: rows[n]["task"][TASK]["change"])
         least = max(frontier, key=lambda n: rows[n]["forgetting"]["macro"]["change"])
@@ -215,8 +215,9 @@ def recommend(s: dict) -> str:
         if gap.get("forgetting_macro"):
             parts.append(f"forgetting macro by {gap['forgetting_macro']['change']:+.3f} {_ci_only(gap['forgetting_macro'])}")
         noisy = [name for name, d in ((TASK, gap["task"][TASK]), ("forgetting", gap.get("forgetting_macro"))) if d and _overlap(d)]
-        verdict = (f"; the paired interval of the {' and the '.join(noisy)} gap includes 0, so that difference may be noise"
-                   if noisy else "; both paired intervals exclude 0")
+        verdict = ("; " + (f"the paired interval of the {noisy[0]} gap includes 0, so that difference may be noise"
+                           if len(noisy) == 1 else "the paired intervals of both gaps include 0, so the dominance may be noise")
+                   if noisy else "; every paired interval of the gap excludes 0")
         others = [k for k in dom[n] if k != m]
         text.append(f"{n} is dominated by {m}" + (f" (and by {', '.join(others)})" if others else "")
                     + f": {m} minus {n} is " + " and ".join(parts) + verdict + ".")
