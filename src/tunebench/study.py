@@ -32,7 +32,7 @@ SHARED_SECTIONS = ("model", "evaluate", "forgetting", "data_root", "out", "name"
 # the data keys an arm may change: they select training examples, never the test split
 ARM_DATA_KEYS = ("train_limit", "validation_limit", "templates", "template_choice")
 RESERVED = ("data", "base", "base-bench")  # the study's own directories
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class StudyArm(Section):
@@ -145,7 +145,7 @@ def _grid(factors: dict, where: Where, default: bool) -> list[Arm]:
 def _name_ok(name: str, at: str) -> None:
     if not NAME.match(name) or name in RESERVED:
         why = f"'{name}' is the study's own directory" if name in RESERVED else \
-            f"'{name}' cannot name a directory (letters, digits, '_' and '.')"
+            f"'{name}' cannot name a directory (letters, digits, '_', '-' and '.')"
         raise UserError(f"{at}: {why}")
 
 
