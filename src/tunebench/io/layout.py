@@ -21,6 +21,7 @@ RESULTS_FILE = "results.json"              # a benchmark run: every task's entry
 BENCH_EXAMPLES_FILE = "examples.jsonl"     # a benchmark run: per-example rows
 SPLIT_FILES = {s: f"{s}.jsonl" for s in ("train", "validation", "test")}   # a prepared directory
 RECIPE_FILE = "recipe.json"                # a recipe run: the recipe as run
+EXPORT_FILE = "tunebench_export.json"     # `tunebench export`: what an exported model was made from
 
 RunKind = Literal["recipe", "evaluation", "bench", "training", "prepared", "unknown"]
 
