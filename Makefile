@@ -66,6 +66,13 @@ bench-gpu: install
 	$(PY) bench/w3_score.py --device cuda --model-size 1.7b --json runs/bench-gpu/w3-1.7b.json
 	$(PY) bench/size_table.py runs/bench-gpu/*.json --out runs/bench-gpu/table.md
 
+# `tunebench export` round trip on the demo's tuned model: plain transformers and the f16 / q8_0 GGUF
+# files read back by transformers, against tunebench's own loading (README: Models out; needs `make demo`)
+.PHONY: gguf-roundtrip
+gguf-roundtrip: install
+	mkdir -p runs/bench
+	$(PY) bench/gguf_roundtrip.py --run runs/demo/train --data runs/demo/data --out runs/demo/export --json runs/bench/gguf_roundtrip.json
+
 # BIG-bench's own JsonTask code against `--scoring bigbench` on every local BIG-bench task (README: BIG-bench)
 bigbench-parity: install
 	$(PIP) install -q --disable-pip-version-check -e '.[test,bench]'

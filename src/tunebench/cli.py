@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     _tool_commands(sub)
     _hub_commands(sub)
     _study_command(sub)
+    _export_command(sub)
     return p
 
 
@@ -185,6 +186,19 @@ def _hub_commands(sub) -> None:
     ps.add_argument("--private", action="store_true", help="create the repository private")
 
 
+def _export_command(sub) -> None:
+    """Export: a run or model out as plain transformers files, and as GGUF."""
+    ex = _sub(sub, "export", help="a run or model as one directory plain transformers loads (LoRA folded in), "
+                                  "optionally with a GGUF for llama.cpp / Ollama")
+    ex.add_argument("model", metavar="RUN_OR_MODEL",
+                    help="a training run (or a recipe run: its train/), a registered model name or a model directory")
+    ex.add_argument("--out", required=True, metavar="DIR", help="directory to write (new, empty, or an earlier export)")
+    ex.add_argument("--gguf", action="append", default=[], choices=["f32", "f16", "q8_0"],
+                    help="also write DIR/gguf/model-TYPE.gguf (repeatable; llama-architecture models): f32 "
+                         "lossless, f16 half the size, q8_0 a quarter")
+    ex.add_argument("--trust-remote-code", action="store_true")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if argv is None:  # a command line, not a call from Python: start over under jemalloc (memory.py)
@@ -220,7 +234,7 @@ def _quiet_libraries(verbose: bool) -> None:
                        ("HF_HUB_VERBOSITY", "error"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
                        ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):
         os.environ.setdefault(var, value)
-    for name in ("transformers", "datasets", "huggingface_hub", "urllib3", "filelock", "fsspec", "accelerate", "peft"):
+    for name in ("transformers", "datasets", "huggingface_hub", "urllib3", "filelock", "fsspec", "accelerate", "peft", "gguf"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     # a library imported before this call (tunebench used from Python) read the settings already
@@ -286,6 +300,8 @@ def _dispatch(args) -> int | None:
         from .reports.push import push
 
         print("\n".join(push(args.run, args.repo, args.dry_run, args.private)))
+    elif args.command == "export":
+        _export(args)
     elif args.command == "models":
         from .models import REGISTRY
 
@@ -299,6 +315,14 @@ def _main_process() -> bool:
     from .io.runs import is_main_process
 
     return is_main_process()
+
+
+def _export(args) -> None:
+    from .models.export import export
+
+    info = export(args.model, args.out, args.gguf, args.trust_remote_code)
+    print(f"{args.out}: {info['model']}" + (f" + adapter {info['adapter_merged']} folded in" if info["adapter_merged"] else "")
+          + "".join(f", {g['file']} ({q}, {g['bytes'] / 1e6:.0f} MB)" for q, g in info["gguf"].items()))
 
 
 def _bench(args) -> None:

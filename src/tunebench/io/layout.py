@@ -23,6 +23,7 @@ SPLIT_FILES = {s: f"{s}.jsonl" for s in ("train", "validation", "test")}   # a p
 RECIPE_FILE = "recipe.json"                # a recipe run: the recipe as run
 CARD_FILE = "README.md"                    # a training run: its model card (Hugging Face's format)
 LM_EVAL_DIR = "lm-eval"                    # a benchmark run with --output-format lm-eval: lm-eval's layout
+EXPORT_FILE = "tunebench_export.json"     # `tunebench export`: what an exported model was made from
 
 RunKind = Literal["recipe", "evaluation", "bench", "training", "prepared", "unknown"]
 
