@@ -73,6 +73,17 @@ gguf-roundtrip: install
 	mkdir -p runs/bench
 	$(PY) bench/gguf_roundtrip.py --run runs/demo/train --data runs/demo/data --out runs/demo/export --json runs/bench/gguf_roundtrip.json
 
+# llama.cpp itself on those GGUF files (README: Models out). llama-cpp-python compiles llama.cpp from
+# source when installed, so it gets a virtual environment of its own, never tunebench's; not in `make test`.
+LLAMA_VENV ?= .venv-llamacpp
+.PHONY: gguf-llamacpp
+gguf-llamacpp: install
+	test -x $(LLAMA_VENV)/bin/python || python3 -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/pip install -q --disable-pip-version-check llama-cpp-python==0.3.36
+	test -f runs/demo/export/gguf/model-q8_0.gguf || $(VENV)/bin/tunebench export runs/demo/train --out runs/demo/export --gguf f16 --gguf q8_0
+	mkdir -p runs/bench
+	$(PY) bench/gguf_llamacpp.py --llama-python $(LLAMA_VENV)/bin/python --run runs/demo/train --data runs/demo/data --export runs/demo/export --json runs/bench/gguf_llamacpp.json
+
 # BIG-bench's own JsonTask code against `--scoring bigbench` on every local BIG-bench task (README: BIG-bench)
 bigbench-parity: install
 	$(PIP) install -q --disable-pip-version-check -e '.[test,bench]'
