@@ -81,7 +81,7 @@ def main() -> int:
     ids = [fmt.prompt_ids(p) for p in prompts]
     ours, _ = generate(model, fmt, prompts, max_new_tokens=args.max_new_tokens, progress=False)
     report = {"run": args.run, "export": str(export), "prompts": len(prompts), "max_new_tokens": args.max_new_tokens}
-    for q in GGUF_TYPES:
+    for q in [q for q in GGUF_TYPES if (export / GGUF_DIR / gguf_file_name(q)).is_file()]:  # the types exported
         gguf = export / GGUF_DIR / gguf_file_name(q)
         got = _llamacpp(args.llama_python, gguf, [{"text": fmt.prompt_text(p), "ids": i} for p, i in zip(prompts, ids)],
                         args.max_new_tokens)
