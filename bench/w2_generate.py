@@ -48,7 +48,8 @@ def worker(name: str, work: Path, precision: str, batch_size: int, device: str) 
     import torch
 
     from tunebench import models
-    from tunebench.generation import _stop_ids, _until_eos
+    from tunebench.generation import _until_eos
+    from tunebench.models import stop_ids
 
     prompts = json.loads((work / "prompts.json").read_text())
     model, tok, _ = models.load(MODEL, torch.bfloat16 if precision == "bf16" else torch.float32)
@@ -65,7 +66,7 @@ def worker(name: str, work: Path, precision: str, batch_size: int, device: str) 
         seconds = time.perf_counter() - t0
         gen_tokens = stats["generated_tokens"]
     elif name == "one_at_a_time":
-        outputs, stop = [], _stop_ids(model, tok)
+        outputs, stop = [], stop_ids(model, tok)
         t0 = time.perf_counter()
         for p in prompts:
             inputs = tok(p, return_tensors="pt", add_special_tokens=False).to(device)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,31 @@ def prepared(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("prepared")
     prepare_stage(DataConfig(path=str(DIALOGSUM), train_limit=16, validation_limit=4, test_limit=4), d)
     return d
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def render_in_chromium(html: Path, shot: Path, element: str | None = None) -> tuple[list[str], list[list]]:
+    """Open a report in headless Chromium: its console errors, and [alt, complete, width, height]
+    of every image. A screenshot goes to `shot`: the element matching the `element` selector, or the
+    whole page."""
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(html.as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
+        if element:
+            page.locator(element).screenshot(path=str(shot))
+        else:
+            page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    return errors, images

@@ -4,11 +4,9 @@ import shutil
 import sys
 
 import pytest
-from conftest import DIALOGSUM, REPO
+from conftest import CHROMIUM, DIALOGSUM, REPO, render_in_chromium
 
 from tunebench.cli import main
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -52,22 +50,10 @@ def test_report_has_every_section(small_run):
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
 def test_report_renders_in_headless_chromium(small_run, tmp_path):
     from PIL import Image
-    from playwright.sync_api import sync_playwright
 
-    errors = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto((small_run / "report.html").as_uri())
-        page.wait_for_load_state("load")
-        images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
-        shot = tmp_path / "report.png"
-        page.screenshot(path=str(shot), full_page=True)
-        browser.close()
+    shot = tmp_path / "report.png"
+    errors, images = render_in_chromium(small_run / "report.html", shot)
+    images = [i[1:] for i in images]
     assert errors == []
     assert len(images) == 4 and all(ok and w > 100 and h > 100 for ok, w, h in images)
     img = Image.open(shot).convert("L")

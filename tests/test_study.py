@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import yaml
-from conftest import DIALOGSUM, REPO
+from conftest import CHROMIUM, DIALOGSUM, REPO, render_in_chromium
 
 from tunebench.cli import main
 from tunebench.io.runs import read_jsonl
@@ -16,8 +16,6 @@ from tunebench.reports.study import dominance
 
 ARMS = ["lora-single", "lora-multi", "full-single", "full-multi"]
 STAGES = ("data", "train", "tuned", "tuned-bench")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
 
 @pytest.fixture(scope="module")
 def study(tiny_llama, tmp_path_factory):
@@ -145,24 +143,10 @@ def test_study_report_renders_in_headless_chromium(study, tmp_path):
     """The study's report.html as test_report renders a run's: no console error, every image drawn
     (the Pareto plot among them), not blank."""
     from PIL import Image
-    from playwright.sync_api import sync_playwright
 
     _, out = study
-    errors = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto((out / "report.html").as_uri())
-        page.wait_for_load_state("load")
-        images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
-        pareto = page.locator("img[alt^='task gain against forgetting']")
-        shot = tmp_path / "pareto.png"
-        pareto.screenshot(path=str(shot))
-        browser.close()
+    shot = tmp_path / "pareto.png"
+    errors, images = render_in_chromium(out / "report.html", shot, "img[alt^='task gain against forgetting']")
     assert errors == []
     # the Pareto plot first; then the base model's benchmark run (its reliability diagram)
     assert [alt for alt, *_ in images] == ["task gain against forgetting (Pareto plot)", "reliability diagram"]

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicLayer
 
-from ..models import CACHE_API_FAMILIES
+from ..models import CACHE_API_FAMILIES, stop_ids
 from ..models.batching import Formatter, budget_batches
 from ..models.profile import DeviceProfile, profile_for, profile_for_model
 
@@ -40,7 +40,7 @@ def generate(model, fmt: Formatter, prompts: list[str | list[dict]], batch_size:
     prompt_tokens = sum(len(e) for e in encoded)
     new_tokens = 0
     sum_sq = 0  # sum over examples of (prompt + output length)^2: the attention term of a FLOPs estimate
-    eos = _stop_ids(model, tok)
+    eos = stop_ids(model, tok)
     done = (lambda ids: settled(tok.decode(ids, skip_special_tokens=True))) if settled else None
     greedy_slots = num_beams == 1 and not fmt.seq2seq and supports_greedy_decode(model)
     t0 = time.time()
@@ -453,14 +453,6 @@ def _settled_criteria(done: Callable[[list[int]], bool] | None, start: int):
             return torch.tensor([done(row[start:].tolist()) for row in input_ids], device=input_ids.device)
 
     return StoppingCriteriaList([Settled()])
-
-
-def _stop_ids(model, tok) -> list[int]:
-    ids = model.generation_config.eos_token_id
-    ids = [ids] if isinstance(ids, int) else list(ids or [])
-    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
-        ids.append(tok.eos_token_id)
-    return ids
 
 
 def _until_eos(ids: list[int], eos: list[int], pad: int, seq2seq: bool) -> list[int]:

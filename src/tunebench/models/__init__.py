@@ -221,3 +221,13 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def stop_ids(model, tok) -> list[int]:
+    """The ids generation stops at: the model's generation config's EOS ids, and the tokenizer's EOS
+    (a chat model may end a turn with a token its config does not list)."""
+    ids = model.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
+        ids.append(tok.eos_token_id)
+    return ids

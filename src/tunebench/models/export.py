@@ -24,6 +24,7 @@ from . import (
     load_model,
     load_tokenizer,
     resolve,
+    stop_ids,
 )
 from .batching import Formatter
 from .to_gguf import GGUF_DIR, GGUF_TYPES, check_exportable, gguf_file_name, write_gguf
@@ -92,20 +93,12 @@ def _prompt_format(run_dir: Path, tok, seq2seq: bool) -> str:
     return "prompt as encoder input" if seq2seq else "prompt + two newlines (no chat template)"
 
 
-def _stop_ids(model, tok) -> list[int]:
-    ids = model.generation_config.eos_token_id
-    ids = [ids] if isinstance(ids, int) else list(ids or [])
-    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
-        ids.append(tok.eos_token_id)
-    return ids
-
-
 def _stop_where_tunebench_stops(model, tok) -> None:
     """tunebench's generation stops at the generation config's EOS ids and the tokenizer's EOS, and
     pads with the tokenizer's pad id: say the same in generation_config.json, so that a plain
     `generate()` on the export stops where tunebench stopped."""
     gc = model.generation_config
-    ids = _stop_ids(model, tok)
+    ids = stop_ids(model, tok)
     if ids:
         gc.eos_token_id = ids[0] if len(ids) == 1 else ids
     if gc.pad_token_id is None:
