@@ -154,3 +154,15 @@ def render_in_chromium(html: Path, shot: Path, element: str | None = None) -> tu
             page.screenshot(path=str(shot), full_page=True)
         browser.close()
     return errors, images
+
+
+def assert_not_blank(shot: Path) -> None:
+    """A screenshot with contrast and detail (not a blank page); kept at $TUNEBENCH_SCREENSHOT if set."""
+    from PIL import Image
+
+    img = Image.open(shot).convert("L")
+    lo, hi = img.getextrema()
+    assert hi - lo > 100 and len(set(img.resize((64, 64)).tobytes())) > 20  # not blank
+    keep = os.environ.get("TUNEBENCH_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)

@@ -443,6 +443,12 @@ def bench_once(model_cfg: ModelConfig, forgetting, out: Path, fresh: bool = Fals
         run_bench(model_cfg, forgetting, tasks, out, limit)
 
 
+def shared_stage_configs(recipe: Recipe, shared: Shared) -> dict[str, tuple[Path, dict]]:
+    """Directory and config of a study's shared stages (what `shared_stages` runs and `study --check`
+    says): the evaluation data, and the base model's evaluation as every arm's recipe_stages has it."""
+    return {"data": (shared.data, prepare_config(recipe.data)), "base": recipe_stages(recipe, shared)["base"]}
+
+
 def shared_stages(recipe: Recipe, shared: Shared, fresh: bool = False) -> None:
     """What every arm of a study shares, each done once: the recipe's data prepared (its test split
     is what every arm is scored on), the base model evaluated on it and benchmarked."""
@@ -452,12 +458,12 @@ def shared_stages(recipe: Recipe, shared: Shared, fresh: bool = False) -> None:
         if procs.main:
             print(f"[tunebench] study: {msg}", flush=True)
 
+    stages = shared_stage_configs(recipe, shared)
     say(f"prepare the evaluation data -> {shared.data}")
-    if not procs.first(lambda: _skipped(shared.data, prepare_config(recipe.data), fresh, None)):
+    if not procs.first(lambda: _skipped(*stages["data"], fresh, None)):
         procs.first(lambda: prepare_stage(recipe.data, shared.data))
     say(f"evaluate base model -> {shared.base}")
-    config = stage_config(shared.data, model=recipe.model, generate=recipe.evaluate)
-    if not procs.first(lambda: _skipped(shared.base, config, fresh, shared.base / METRICS_FILE)):
+    if not procs.first(lambda: _skipped(*stages["base"], fresh, shared.base / METRICS_FILE)):
         evaluate_stage(recipe.model, recipe.evaluate, shared.data, shared.base)
     if shared.base_bench is not None:
         say(f"benchmark base model -> {shared.base_bench}")

@@ -242,14 +242,14 @@ def plan(recipe: Recipe, rf: RecipeFile, facts: dict, fresh: bool = False, share
         source = f"{recipe.data.task} from {data.get('where')}: " + ", ".join(
             f"{s} {counts.get(s, 0)}" + (f" of {avail[s]}" if avail.get(s, 0) > counts.get(s, 0) else "")
             for s in ("train", "validation", "test"))
-    stage(1, "prepare", stages["prepare"][0], source, _state(stages["prepare"], fresh))
+    stage(1, "prepare", stages["prepare"][0], source, stage_state(stages["prepare"], fresh))
     ev = recipe.evaluate
     n_eval = counts.get(ev.split)
     n_eval = min(n_eval, ev.limit) if n_eval is not None and ev.limit else n_eval
     gen = (f"{n_eval if n_eval is not None else '?'} {ev.split} examples, batch {ev.batch_size}, up to "
            f"{ev.max_new_tokens} new tokens" + (f", beams {ev.num_beams}" if ev.num_beams > 1 else ""))
     stage(2, "evaluate base", stages["base"][0], gen,
-          "shared by the study" if shared else _state(stages["base"], fresh, METRICS_FILE))
+          "shared by the study" if shared else stage_state(stages["base"], fresh, METRICS_FILE))
     t = recipe.train
     n_train = recipe.mixture.total if recipe.mixture is not None else counts.get("train")
     if t.max_steps:
@@ -260,8 +260,8 @@ def plan(recipe: Recipe, rf: RecipeFile, facts: dict, fresh: bool = False, share
         steps = "steps known after prepare"
     stage(3, f"train ({t.method})", stages["train"][0],
           f"{n_train if n_train is not None else '?'} examples x {t.epochs} epoch(s), batch {t.batch_size}x{t.grad_accum}: {steps}; "
-          f"checkpoint every {t.save_every}", _state(stages["train"], fresh))
-    stage(4, "evaluate tuned", stages["tuned"][0], gen, _state(stages["tuned"], fresh, METRICS_FILE))
+          f"checkpoint every {t.save_every}", stage_state(stages["train"], fresh))
+    stage(4, "evaluate tuned", stages["tuned"][0], gen, stage_state(stages["tuned"], fresh, METRICS_FILE))
     stage(5, "compare", run.file("compare.md"), f"{recipe.compare.examples} side-by-side examples; always redone")
     if forgetting:
         from .benchmarks.tasks import example_count
@@ -277,7 +277,7 @@ def plan(recipe: Recipe, rf: RecipeFile, facts: dict, fresh: bool = False, share
     return lines
 
 
-def _state(stage: tuple[Path, dict], fresh: bool, needs: str | None = None) -> str:
+def stage_state(stage: tuple[Path, dict], fresh: bool, needs: str | None = None) -> str:
     """What `run` will do in a stage's directory: skip it, resume it, redo it or start it."""
     from .io.runs import completed
 

@@ -238,17 +238,16 @@ def shared_of(study: Study, base: Recipe):
 
 def plan(study: Study, checked: Checked, fresh: bool = False) -> list[str]:
     """What `study` will do: the shared stages, then each arm's stages and whether they are skipped."""
-    from .io.layout import METRICS_FILE, stage_config
-    from .pipeline import prepare_config
-    from .preflight import _state
+    from .io.layout import METRICS_FILE
+    from .pipeline import shared_stage_configs
     from .preflight import plan as recipe_plan
+    from .preflight import stage_state
 
     shared = shared_of(study, checked.base)
-    b = checked.base
+    stages = shared_stage_configs(checked.base, shared)
     lines = [f"{study.path}: {len(study.arms)} arms over {study.recipe}, no problems found (checked without loading a model)",
-             f"  shared     {shared.data}: {_state((shared.data, prepare_config(b.data)), fresh)}",
-             f"             {shared.base}: base model evaluated once, "
-             f"{_state((shared.base, stage_config(shared.data, model=b.model, generate=b.evaluate)), fresh, METRICS_FILE)}"]
+             f"  shared     {shared.data}: {stage_state(stages['data'], fresh)}",
+             f"             {shared.base}: base model evaluated once, {stage_state(stages['base'], fresh, METRICS_FILE)}"]
     if shared.base_bench is not None:
         lines.append(f"             {shared.base_bench}: base model benchmarked once")
     for arm in study.arms:

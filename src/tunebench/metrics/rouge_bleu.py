@@ -51,22 +51,21 @@ def per_example_rouge(predictions: list[str], references: list[list[str]]) -> li
 def bleu(predictions: list[str], references: list[list[str]]) -> float:
     import sacrebleu
 
-    _check(predictions, references)
-    width = max(len(r) for r in references)
-    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
-    return sacrebleu.corpus_bleu(predictions, streams).score
+    return sacrebleu.corpus_bleu(predictions, _streams(predictions, references)).score
 
 
 def bleu_statistics(predictions: list[str], references: list[list[str]]) -> list[list[int]]:
     """sacrebleu's per-example sufficient statistics (lengths, n-gram matches and totals), the ones
     its corpus BLEU sums: `bleu_of_statistics` of their column sums is `bleu` of the examples, so a
     bootstrap can score a resample without tokenizing again."""
-    from sacrebleu.metrics import BLEU
+    return _bleu_metric()._extract_corpus_statistics(predictions, _streams(predictions, references))
 
+
+def _streams(predictions: list[str], references: list[list[str]]) -> list[list[str | None]]:
+    """Per-example references as sacrebleu's reference streams (None where an example has fewer)."""
     _check(predictions, references)
     width = max(len(r) for r in references)
-    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
-    return BLEU()._extract_corpus_statistics(predictions, streams)
+    return [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
 
 
 def bleu_of_statistics(totals: list[int]) -> float:

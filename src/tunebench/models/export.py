@@ -2,7 +2,7 @@
 
 The directory holds the weights with any LoRA adapter folded in (fp32 safetensors), the tokenizer
 with its chat template, a generation config that stops where tunebench's generation stops, and
-`tunebench_export.json` saying what it was made from. `--gguf f16|q8_0` adds DIR/gguf/model-TYPE.gguf
+`tunebench_export.json` saying what it was made from. `--gguf f32|f16|q8_0` adds DIR/gguf/model-TYPE.gguf
 (to_gguf). Everything is written to DIR.tmp and renamed into place at the end, so a failed
 export leaves no half directory behind, and an earlier export at DIR is replaced whole.
 """

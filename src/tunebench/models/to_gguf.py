@@ -63,10 +63,7 @@ def write_gguf(model, tok, hf_dir: Path, path: Path, qtype: str, general: dict, 
     vocabulary is the same. Returns what was written (tensor count, bytes, tensor types)."""
     import gguf
 
-    if qtype not in GGUF_TYPES:
-        raise UserError(f"--gguf {qtype}: choose one of {', '.join(GGUF_TYPES)}")
-    cfg = model.config
-    check_exportable(cfg, tok)
+    cfg = model.config  # qtype and the model were checked (check_exportable) before the weights were read
     w = gguf.GGUFWriter(path, ARCHS[cfg.model_type])
     w.add_type(gguf.GGUFType.MODEL)
     for key, value in general.items():

@@ -22,7 +22,7 @@ from ..config import ModelConfig, TrainConfig
 from ..io.layout import CARD_FILE, MANIFEST, RESULTS_FILE, RUN_MODEL_FILE, RecipeRun
 from ..io.locations import is_hub_id
 from ..io.runs import atomic_write_text, read_json
-from ..models import HUB_ORIGIN
+from ..models import hub_origin
 
 # Hub ids of the datasets tunebench reads from local copies (shared/data/SOURCES.md): what a card cites
 HUB_DATASETS = {"dialogsum": "knkarthick/dialogsum", "samsum": "Samsung/samsum"}
@@ -66,7 +66,7 @@ def _facts(train_dir: Path, root: Path | None) -> dict:
     compare = _json(root / "compare.json") if root else None
     forgetting = _json(root / "forgetting.json") if root else None
     base = saved["base_model"]
-    hub, note = HUB_ORIGIN.get(base, (base if is_hub_id(base) else None, None))
+    hub, note = hub_origin(base)
     files = "merged" if saved.get("merged") and (train_dir / saved["merged"]).is_dir() else \
         "full" if saved.get("model") else "adapter"
     return {"name": (recipe or {}).get("name") or (train_dir.parent.name if train_dir.name == "train" else train_dir.name),

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io.layout import CARD_FILE, RECIPE_FILE, RUN_MODEL_FILE, RecipeRun, training_dir
-from ..io.locations import hub_offline, is_hub_id
+from ..io.locations import hub_offline
 from ..io.runs import read_json
-from ..models import HUB_ORIGIN
+from ..models import hub_origin
 
 
 @dataclass
@@ -85,7 +85,7 @@ def _folder(d: Path) -> list[Upload]:
 def _adapter(d: Path, base: str) -> list[Upload]:
     """The adapter's files; its config names the base by the Hub id others can load it from."""
     files = _folder(d)
-    hub = HUB_ORIGIN.get(base, (base if is_hub_id(base) else None, None))[0]
+    hub = hub_origin(base)[0]
     for i, u in enumerate(files):
         if u.path_in_repo == "adapter_config.json" and hub and hub != base:
             cfg = json.loads(u.source.read_text(encoding="utf-8"))
