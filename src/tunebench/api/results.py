@@ -20,8 +20,9 @@ from ..io.layout import (
     RecipeRun,
 )
 from ..io.runs import read_json, read_jsonl
-
-SCORES = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")
+from ..reports.compare import (
+    METRICS as SCORES,  # the summary scores, as compare tables them
+)
 
 
 def _frame(rows: list[dict], columns: Optional[list[str]] = None):
